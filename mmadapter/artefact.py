@@ -1,0 +1,187 @@
+"""The artefact: what ``--checkpoint RUN`` and ``init_from`` read (DESIGN.md §6). Never a pickle.
+
+Files: ``recipe.yaml`` (resolved recipe), ``adapter.safetensors`` (trainable weights), ``frozen.safetensors``
+(frozen weights that cannot be fetched again: random ``config`` or ``*_test`` components), ``tokenizer/``
+(when the tokenizer was built locally or changed), ``provenance.json``. Every file is written to a temporary
+name and renamed into place, so a crash never leaves a half-written artefact file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from mmadapter.config import load_recipe
+
+if TYPE_CHECKING:
+    from mmadapter.model import MultimodalLM
+
+__all__ = ["ARTEFACT_FILES", "atomic_write", "load_artefact", "save_artefact"]
+
+RECIPE, ADAPTER, FROZEN, TOKENIZER, PROVENANCE = (
+    "recipe.yaml",
+    "adapter.safetensors",
+    "frozen.safetensors",
+    "tokenizer",
+    "provenance.json",
+)
+ARTEFACT_FILES = (RECIPE, ADAPTER, FROZEN, TOKENIZER, PROVENANCE)
+
+
+def save_artefact(model: MultimodalLM, directory: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s artefact into ``directory`` (created if needed); returns the directory."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    adapter, frozen = _split_state(model)
+    atomic_write(out / RECIPE, model.recipe.to_yaml().encode())
+    _save_tensors(adapter, out / ADAPTER)
+    if frozen:
+        _save_tensors(frozen, out / FROZEN)
+    else:
+        (out / FROZEN).unlink(missing_ok=True)
+    if _tokenizer_is_local(model):
+        tmp = tempfile.mkdtemp(dir=out, prefix=f".{TOKENIZER}.")
+        model.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out / TOKENIZER, ignore_errors=True)
+        os.replace(tmp, out / TOKENIZER)
+    info = _provenance(model) | (provenance or {})
+    atomic_write(out / PROVENANCE, json.dumps(info, indent=2, sort_keys=True).encode())
+    return out
+
+
+def load_artefact(directory: str | Path, overrides: Sequence[str] = ()) -> MultimodalLM:
+    """Rebuild a :class:`MultimodalLM` from an artefact: recipe, then frozen and adapter weights.
+
+    Raises:
+        FileNotFoundError: ``directory`` lacks ``recipe.yaml`` or ``adapter.safetensors``.
+        ValueError: the weight files do not match the model the recipe builds.
+    """
+    from transformers import AutoTokenizer
+
+    from mmadapter.model import MultimodalLM
+
+    src = Path(directory)
+    for name in (RECIPE, ADAPTER):
+        if not (src / name).is_file():
+            raise FileNotFoundError(f"{src} is not an mmadapter artefact: {name} is missing")
+    model = MultimodalLM.from_recipe(load_recipe(src / RECIPE, overrides))
+    if (src / TOKENIZER).is_dir():
+        model.tokenizer = AutoTokenizer.from_pretrained(src / TOKENIZER)
+    required = set(_must_save(model))
+    loaded: set[str] = set()
+    for name in (FROZEN, ADAPTER):
+        path = src / name
+        if path.is_file():
+            tensors = load_file(path)
+            unexpected = set(tensors) - set(model.state_dict())
+            if unexpected:
+                raise ValueError(f"{path}: {len(unexpected)} tensor(s) the model does not have, e.g. {min(unexpected)}")
+            model.load_state_dict(tensors, strict=False)
+            loaded |= set(tensors)
+    missing = required - loaded
+    if missing:
+        raise ValueError(f"{src}: {len(missing)} weight(s) that cannot be rebuilt are missing, e.g. {min(missing)}")
+    return model
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _split_state(model: MultimodalLM) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(trainable weights, frozen weights that cannot be re-fetched), tied tensors stored once."""
+    state = _dedup(model.state_dict(keep_vars=True))
+    adapter_names = {n for n, p in model.named_parameters() if p.requires_grad}
+    adapter_names |= {n for n in state if n.startswith("projectors.")}
+    adapter = {n: t for n, t in state.items() if n in adapter_names}
+    frozen = {n: t for n, t in state.items() if n not in adapter_names and n in set(_must_save(model))}
+    return adapter, frozen
+
+
+def _must_save(model: MultimodalLM) -> list[str]:
+    """State names that a rebuild from the recipe cannot restore (tied duplicates excluded)."""
+    state = _dedup(model.state_dict(keep_vars=True))
+    specs = {"llm": model.recipe.model.llm}
+    specs |= {f"encoders.{m}": s for m, s in model.recipe.model.encoders.items()}
+    keep = [f"{c}." for c, s in specs.items() if not s.reloadable] + ["projectors."]
+    return [n for n in state if n.startswith(tuple(keep))]
+
+
+def _dedup(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+    out = {}
+    for name, t in state.items():
+        ident = (
+            (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)) if t.device.type != "meta" else None
+        )
+        if ident is not None and ident in seen:
+            continue
+        if ident is not None:
+            seen.add(ident)
+        out[name] = t
+    return out
+
+
+def _tokenizer_is_local(model: MultimodalLM) -> bool:
+    spec = model.recipe.model.llm
+    return not spec.reloadable or spec.chat_template is not None
+
+
+def _provenance(model: MultimodalLM) -> dict[str, Any]:
+    versions = {}
+    for pkg in ("mmadapter", "torch", "transformers", "open_clip_torch", "timm", "safetensors"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "seed": model.recipe.train.seed,
+        "torch_default_dtype": str(torch.get_default_dtype()),
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

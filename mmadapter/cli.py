@@ -1,0 +1,67 @@
+"""The ``mmadapter`` command: one sub-command per task; logic lives in the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _list(args: argparse.Namespace) -> int:
+    from mmadapter.registry import REGISTRIES
+
+    _import_components()
+    for kind, registry in sorted(REGISTRIES.items()):
+        print(f"{kind}s:")
+        for name in registry.names():
+            print(f"  {name}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from mmadapter.config import load_recipe
+    from mmadapter.summary import build_on_meta, count_parameters, format_summary
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    counts = count_parameters(build_on_meta(recipe), args.stage)
+    print(json.dumps(counts, indent=2) if args.json else format_summary(counts))
+    return 0
+
+
+def _import_components() -> None:
+    import mmadapter.encoders
+    import mmadapter.llm
+    import mmadapter.projectors  # noqa: F401
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmadapter", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="every registered component, grouped by kind")
+    p.set_defaults(run=_list)
+
+    p = sub.add_parser("summary", help="trainable and frozen parameter counts of a recipe's model")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value recipe overrides")
+    p.add_argument("--stage", help="the stage whose trainable groups are counted (default: the first)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"mmadapter {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""Recipes: YAML files that map 1:1 onto the pydantic models below.
+
+``load_recipe(path, overrides)`` reads the YAML, applies ``a.b.c=value`` overrides (JSON values, list
+indices), validates the whole tree and each component's family-specific options, and reports every
+problem at once with its dotted path and, for unknown keys, the closest known key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+
+from mmadapter.registry import ComponentSpec, Registry
+
+__all__ = [
+    "MODALITIES",
+    "DataConfig",
+    "LLMSpec",
+    "ModelConfig",
+    "Recipe",
+    "RecipeError",
+    "ShardSet",
+    "StageConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_recipe",
+    "trainable_group_names",
+]
+
+Modality = Literal["audio", "image", "graph"]
+MODALITIES: tuple[str, ...] = ("audio", "image", "graph")
+
+
+class RecipeError(ValueError):
+    """A recipe has one or more problems; ``problems`` holds ``(dotted path, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+        self.problems = problems
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  {path}: {msg}" for path, msg in problems)
+        super().__init__(f"{len(problems)} problem(s){where}:\n{lines}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LLMSpec(ComponentSpec):
+    """The frozen causal LM: ``name_or_path`` (hub id or directory) or a random model from ``config``."""
+
+    name: str = "causal_lm"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    attn: Literal["auto", "flash_attn", "varlen", "flex", "sdpa", "eager"] = "auto"
+    trust_remote_code: bool = False
+    chat_template: str | None = None
+
+
+class _AnyComponent(ComponentSpec):
+    """Structural pass only: family options are checked against the registered spec afterwards."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ModelConfig(_Section):
+    llm: SerializeAsAny[LLMSpec] = Field(default_factory=LLMSpec)
+    encoders: dict[Modality, SerializeAsAny[_AnyComponent]] = Field(default_factory=dict)
+    projectors: dict[Modality, SerializeAsAny[_AnyComponent]] = Field(default_factory=dict)
+    loss_chunk: int = Field(1024, gt=0, description="labelled positions per LM-head chunk in the loss")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ModelConfig:
+        for m in self.encoders:
+            if m not in self.projectors:
+                raise ValueError(f"encoder {m!r} has no projector: add model.projectors.{m}")
+        for m in self.projectors:
+            if m not in self.encoders:
+                raise ValueError(f"projector {m!r} has no encoder: add model.encoders.{m}")
+        return self
+
+
+class ShardSet(_Section):
+    shards: str | list[str]
+    weight: float = Field(1.0, gt=0)
+
+
+class DataConfig(_Section):
+    train: list[ShardSet] = Field(default_factory=list)
+    val: list[ShardSet] = Field(default_factory=list)
+    max_tokens: int = Field(4096, gt=0)
+    max_bad_fraction: float = Field(0.05, ge=0, le=1)
+    layout: Literal["packed", "padded"] = "packed"
+    audio_features: Literal["cpu", "gpu"] = "cpu"
+    num_workers: int = Field(2, ge=0)
+    shuffle_buffer: int = Field(1000, ge=0)
+
+
+class StageConfig(_Section):
+    name: str
+    trainable: list[str]
+    max_steps: int | None = Field(None, gt=0)
+    lr: float | dict[str, float] | None = None
+    data: dict[str, Any] | None = None
+    init_from: str | None = None
+
+
+class TrainConfig(_Section):
+    seed: int = 0
+    max_steps: int = Field(1000, gt=0)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    accumulate: int = Field(1, gt=0)
+    stages: list[StageConfig] = Field(
+        default_factory=lambda: [StageConfig(name="align", trainable=["projectors"])], min_length=1
+    )
+
+
+class Recipe(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> Recipe:
+        """Validate a recipe mapping, components included; raises :class:`RecipeError` with every problem."""
+        problems: list[tuple[str, str]] = []
+        try:
+            recipe = cls.model_validate(data)
+        except ValidationError as e:
+            problems += [_describe(cls, err) for err in e.errors()]
+            recipe = None
+        problems += _check_components(data)
+        problems += _check_groups(data)
+        if problems:
+            raise RecipeError(problems, source)
+        assert recipe is not None
+        return _with_family_specs(recipe)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+
+
+def trainable_group_names(model: ModelConfig) -> set[str]:
+    """Every trainable group this model has (DESIGN.md §6)."""
+    names = {"projectors", "llm"}
+    names |= {f"projectors.{m}" for m in model.projectors}
+    names |= {f"encoders.{m}" for m in model.encoders}
+    return names
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe, apply ``a.b.c=value`` overrides and validate it.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        RecipeError: the YAML, an override or the validated recipe has problems (all listed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError([("<yaml>", str(e))], str(path)) from e
+    if not isinstance(data, dict):
+        raise RecipeError([("<root>", f"expected a mapping, got {type(data).__name__}")], str(path))
+    apply_overrides(data, overrides, source=str(path))
+    return Recipe.from_dict(data, source=str(path))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str | None = None) -> None:
+    """Apply ``dotted.key=value`` overrides in place; values are JSON when they parse, else strings.
+
+    Integer path parts index lists (``train.stages.1.max_steps=10``); missing mappings are created.
+    """
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append((item, "an override must look like dotted.key=value"))
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        parts = key.split(".")
+        node: Any = data
+        try:
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                if isinstance(node, list):
+                    idx = int(part)
+                    if not -len(node) <= idx < len(node):
+                        raise IndexError(f"index {idx} is out of range for a list of {len(node)}")
+                    if last:
+                        node[idx] = value
+                    else:
+                        node = node[idx]
+                elif isinstance(node, dict):
+                    if last:
+                        node[part] = value
+                    else:
+                        node = node.setdefault(part, {})
+                else:
+                    raise TypeError(f"{'.'.join(parts[:i])} is a {type(node).__name__}, not a mapping or list")
+        except (ValueError, IndexError, TypeError) as e:
+            problems.append((key, f"cannot apply override: {e}"))
+    if problems:
+        raise RecipeError(problems, source)
+
+
+# --- validation helpers -------------------------------------------------------------------------------
+
+
+def _component_registries() -> dict[str, Registry[Any]]:
+    # Imported here: the component packages import this module's neighbours, not the other way round.
+    from mmadapter.encoders import ENCODERS
+    from mmadapter.llm import LLMS
+    from mmadapter.projectors import PROJECTORS
+
+    return {"encoders": ENCODERS, "projectors": PROJECTORS, "llm": LLMS}
+
+
+def _component_entries(data: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(dotted key, registry section, raw mapping)`` of every component in a raw recipe."""
+    model = data.get("model")
+    if not isinstance(model, dict):
+        return []
+    out = []
+    llm = model.get("llm", {})
+    if isinstance(llm, dict):
+        out.append(("model.llm", "llm", llm))
+    for section in ("encoders", "projectors"):
+        comps = model.get(section)
+        if isinstance(comps, dict):
+            out += [(f"model.{section}.{m}", section, c) for m, c in comps.items() if isinstance(c, dict)]
+    return out
+
+
+def _check_components(data: dict[str, Any]) -> list[tuple[str, str]]:
+    problems = []
+    registries = _component_registries()
+    for key, section, raw in _component_entries(data):
+        name = raw.get("name", "causal_lm" if section == "llm" else None)
+        if not isinstance(name, str):
+            continue  # reported by the structural pass
+        try:
+            spec = registries[section].spec(name, f"{key}.name")
+        except KeyError as e:
+            problems.append((f"{key}.name", e.args[0]))
+            continue
+        try:
+            spec.model_validate(raw)
+        except ValidationError as e:
+            problems += [_describe(spec, err, prefix=key) for err in e.errors()]
+    return problems
+
+
+def _with_family_specs(recipe: Recipe) -> Recipe:
+    """Replace each generic component spec by its family's spec model (already validated)."""
+    registries = _component_registries()
+    m = recipe.model
+    m.llm = registries["llm"].spec(m.llm.name).model_validate(m.llm.model_dump(exclude_unset=True))
+    for section in ("encoders", "projectors"):
+        comps = getattr(m, section)
+        for modality, spec in comps.items():
+            family = registries[section].spec(spec.name)
+            comps[modality] = family.model_validate(spec.model_dump(exclude_unset=True))
+    return recipe
+
+
+def _check_groups(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Stage groups against the modalities the raw recipe declares (runs even when other checks failed)."""
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    modalities = {k: v for k, v in model.items() if k in ("encoders", "projectors") and isinstance(v, dict)}
+    known = trainable_group_names(ModelConfig.model_construct(**modalities))
+    stages = data.get("train", {}).get("stages") if isinstance(data.get("train"), dict) else None
+    problems = []
+    for i, stage in enumerate(stages if isinstance(stages, list) else []):
+        if not isinstance(stage, dict):
+            continue
+        trainable = stage.get("trainable") if isinstance(stage.get("trainable"), list) else []
+        for j, group in enumerate(trainable):
+            if isinstance(group, str) and group not in known:
+                close = difflib.get_close_matches(group, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                problems.append(
+                    (f"train.stages.{i}.trainable.{j}", f"unknown group {group!r}{hint} Known: {sorted(known)}")
+                )
+        lr = stage.get("lr")
+        for group in lr if isinstance(lr, dict) else {}:
+            if group not in trainable:
+                problems.append((f"train.stages.{i}.lr.{group}", "learning rate for a group the stage does not train"))
+    return problems
+
+
+def _describe(root: type[BaseModel], err: Any, prefix: str = "") -> tuple[str, str]:
+    loc = [str(p) for p in err["loc"]]
+    path = ".".join(([prefix] if prefix else []) + loc)
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        known = _fields_at(root, err["loc"][:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        msg = f"unknown key{f'; did you mean {close[0]!r}?' if close else ''} Known: {', '.join(sorted(known))}"
+    elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], (dict, list)):
+        msg = f"{msg} (got {err['input']!r})"
+    return path, msg
+
+
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model found by walking ``loc`` down from ``model`` through fields, dicts and lists."""
+    tp: Any = model
+    for part in loc:
+        tp = _model_in(tp)
+        if tp is None:
+            return []
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if part not in tp.model_fields:
+                return []
+            tp = tp.model_fields[part].annotation
+        else:
+            args = typing.get_args(tp)
+            tp = args[-1] if args else None
+    tp = _model_in(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _model_in(tp: Any) -> Any:
+    """Unwrap Optional / Annotated / SerializeAsAny down to a model or a container type."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            tp = models[0] if models else (args[0] if args else None)
+        else:
+            return tp

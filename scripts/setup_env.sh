@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create or reuse .venv and install mmadapter with everything its tests need. Safe to run repeatedly:
+# the install is skipped while pyproject.toml and this script are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "mmadapter needs Python >= 3.10 (set PYTHON=/path/to/python3)" >&2
+  exit 1
+fi
+
+# System libraries: libsndfile decodes audio (soundfile ships its own copy on most platforms; this is the
+# fallback where it does not).
+if ! ldconfig -p 2>/dev/null | grep -q libsndfile && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && apt-get install -y -qq libsndfile1 >/dev/null || echo "note: could not install libsndfile1" >&2
+fi
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+
+stamp=.venv/.mmadapter-install-stamp
+want=$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  python -m pip install -q --upgrade pip
+  # The torch family first, pinned to builds known to install together (see pyproject.toml).
+  python -m pip install -q torch==2.14.1 torchvision==0.29.1
+  python -m pip install -q --no-deps torchaudio==2.11.0
+  python -m pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi

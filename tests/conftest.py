@@ -1,0 +1,38 @@
+"""Shared fixtures: the tiny recipe, random audio and images, and a GPU skip helper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmadapter.config import Recipe, load_recipe
+
+ROOT = Path(__file__).parents[1]
+TINY_RECIPE = ROOT / "recipes" / "test" / "tiny.yaml"
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def tiny_recipe(*overrides: str) -> Recipe:
+    return load_recipe(TINY_RECIPE, list(overrides))
+
+
+def random_audio(seconds: float, seed: int = 0) -> np.ndarray:
+    """A 16 kHz mono float32 waveform of noise and a tone."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def random_image(seed: int = 0, size: int = 48) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
