@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", help="the stage whose trainable groups are counted (default: the first)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_summary)
+
+    from mmadapter.data import writer
+
+    p = sub.add_parser("shard", help="validate a JSONL manifest and write webdataset shards + stats.json")
+    writer.add_arguments(p)
+    p.set_defaults(run=writer.run)
     return parser
 
 

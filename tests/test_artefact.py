@@ -73,3 +73,44 @@ def test_missing_adapter_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "recipe.yaml").write_text(tiny_recipe().to_yaml())
     with pytest.raises(FileNotFoundError, match=r"adapter\.safetensors is missing"):
         MultimodalLM.load(tmp_path)
+
+
+def test_components_by_path_reload_from_their_paths_not_the_artefact(tmp_path: Path) -> None:
+    """A recipe naming checkpoints by path: the artefact holds only trainable weights, and a reload
+    reads the frozen parts from those paths and gives identical logits."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, WhisperConfig, WhisperForConditionalGeneration
+
+    from mmadapter.config import LLMSpec, Recipe
+    from mmadapter.llm import LLMS
+
+    llm, tok = LLMS.get("causal_lm_test")(LLMSpec(name="causal_lm_test"))
+    llm.save_pretrained(tmp_path / "llm")
+    tok.save_pretrained(tmp_path / "llm")
+    whisper = dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2)
+    whisper |= dict(decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64)
+    WhisperForConditionalGeneration(WhisperConfig(**whisper)).save_pretrained(tmp_path / "whisper")
+    clip = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=32)
+    CLIPVisionModel(CLIPVisionConfig(**clip, patch_size=8)).save_pretrained(tmp_path / "clip")
+    recipe = Recipe.from_dict(
+        {
+            "model": {
+                "llm": {"name_or_path": str(tmp_path / "llm")},
+                "encoders": {
+                    "audio": {"name": "whisper", "name_or_path": str(tmp_path / "whisper")},
+                    "image": {"name": "hf_vision", "name_or_path": str(tmp_path / "clip")},
+                },
+                "projectors": {"audio": {"name": "stack", "k": 2}, "image": {"name": "mlp"}},
+            }
+        }
+    )
+    model = MultimodalLM.from_recipe(recipe)
+    with torch.no_grad():
+        for p in model.projectors.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.save(tmp_path / "run")
+    assert not (tmp_path / "run" / "frozen.safetensors").exists()
+    assert not (tmp_path / "run" / "tokenizer").exists()
+    again = MultimodalLM.load(tmp_path / "run")
+    b = batch_for(model)
+    with torch.no_grad():
+        assert torch.equal(model(b, return_logits=True).logits, again(b, return_logits=True).logits)

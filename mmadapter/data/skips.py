@@ -1,0 +1,245 @@
+"""Bad samples: the closed set of skip reasons, the one exception that carries them, and their counter.
+
+Every stage that can fail on bad data (shard writer, decode, tokenization, packing) raises
+:class:`BadSample` or lets a known foreign exception through; :func:`as_bad_sample` is the one place that
+maps a failure to exactly one reason, and :class:`SkipCounter` counts skips by reason and enforces a
+recipe's ``max_bad_fraction`` (DESIGN.md §5, §8).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tarfile
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+__all__ = [
+    "SKIP_REASONS",
+    "BadFractionExceeded",
+    "BadSample",
+    "SkipCounter",
+    "SkipReason",
+    "as_bad_sample",
+]
+
+log = logging.getLogger(__name__)
+
+SkipReason = Literal[
+    "missing_file",
+    "corrupt_audio",
+    "empty_audio",
+    "corrupt_image",
+    "too_large_image",
+    "bad_graph",
+    "bad_json",
+    "placeholder_mismatch",
+    "too_long",
+    "truncated_tar",
+    "unsafe_member",
+]
+SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
+
+
+class BadSample(ValueError):
+    """A sample that must be skipped, with the one reason it is skipped for.
+
+    Args:
+        reason: One of :data:`SKIP_REASONS`.
+        key: The sample key, or ``None`` where the failing code does not know it (a decoder); the stage
+            that knows it fills it in with :meth:`with_key`.
+        detail: What exactly was wrong, for the log.
+        source: Where the sample came from: a file, a manifest line, a shard member or URL.
+    """
+
+    def __init__(self, reason: SkipReason, key: str | None, detail: str, source: str | None = None) -> None:
+        if reason not in SKIP_REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}; allowed: {', '.join(SKIP_REASONS)}")
+        super().__init__(reason, key, detail, source)
+        self.reason: SkipReason = reason
+        self.key = key
+        self.detail = detail
+        self.source = source
+
+    def __str__(self) -> str:
+        where = f"sample {self.key!r}" if self.key is not None else "sample"
+        if self.source is not None:
+            where += f" ({self.source})"
+        return f"{where}: {self.reason}: {self.detail}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason, self.key, self.detail, self.source))
+
+    def with_key(self, key: str | None, source: str | None = None) -> BadSample:
+        """This error with its key (and source) filled in where they were unknown; returns ``self``."""
+        if self.key is None:
+            self.key = key
+        if self.source is None:
+            self.source = source
+        return self
+
+
+class BadFractionExceeded(ValueError):
+    """More samples were skipped than a recipe's ``max_bad_fraction`` allows."""
+
+
+def as_bad_sample(exc: BaseException, key: str | None = None, source: str | None = None) -> BadSample | None:
+    """The one mapping from a failure anywhere in the data path to a skip reason.
+
+    Args:
+        exc: The exception a stage raised for one sample (or one shard).
+        key: The sample key, where the caller knows it better than the exception.
+        source: The file, member or URL, likewise.
+
+    Returns:
+        ``exc`` itself when it is a :class:`BadSample` (key and source filled in where missing), a new
+        :class:`BadSample` for the foreign exceptions that mean bad data (a missing file, a truncated tar,
+        broken JSON, a placeholder mismatch found while tokenizing), and ``None`` for anything else: that
+        is a bug, not bad data, and must propagate.
+    """
+    if isinstance(exc, BadSample):
+        return exc.with_key(key, source)
+    reason: SkipReason | None = None
+    if isinstance(exc, FileNotFoundError):
+        reason = "missing_file"
+    elif isinstance(exc, tarfile.TarError | EOFError):
+        reason = "truncated_tar"
+    elif isinstance(exc, json.JSONDecodeError):
+        reason = "bad_json"
+    else:
+        # Only an already imported tokenizer module can have raised its mismatch; importing it here would
+        # pull transformers into every data worker.
+        chat = sys.modules.get("mmadapter.llm.chat")
+        if chat is not None and isinstance(exc, chat.PlaceholderMismatch):
+            reason = "placeholder_mismatch"
+    if reason is None:
+        return None
+    bad = BadSample(reason, key, f"{type(exc).__name__}: {exc}", source)
+    bad.__cause__ = exc
+    return bad
+
+
+@dataclass
+class SkipCounter:
+    """Counts samples seen and skipped, by reason; mergeable across workers and ranks.
+
+    Every sample must reach exactly one of :meth:`record_ok` (it made it through) or :meth:`record` (it was
+    skipped), so that ``seen == ok + skipped``.
+
+    Attributes:
+        ok: Samples that passed.
+        counts: Skipped samples per reason.
+        examples: The first skip message of each reason, for the error that stops a run.
+    """
+
+    ok: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def seen(self) -> int:
+        return self.ok + self.skipped
+
+    def record_ok(self, n: int = 1) -> None:
+        """Count ``n`` samples that passed."""
+        self.ok += n
+
+    def record(self, exc: BaseException, key: str | None = None, source: str | None = None) -> BadSample:
+        """Count and log one skipped sample.
+
+        Args:
+            exc: What the sample failed with.
+            key: The sample key, where ``exc`` does not carry it.
+            source: Its file, member or URL, likewise.
+
+        Returns:
+            The :class:`BadSample` it was counted as.
+
+        Raises:
+            BaseException: ``exc`` itself when it does not mean bad data (see :func:`as_bad_sample`).
+        """
+        bad = as_bad_sample(exc, key, source)
+        if bad is None:
+            raise exc
+        self.counts[bad.reason] += 1
+        self.examples.setdefault(bad.reason, str(bad))
+        log.warning("skipped %s", bad)
+        return bad
+
+    def handler(self, exc: BaseException) -> bool:
+        """A webdataset handler (``handler=counter.handler``): count the bad sample and go on.
+
+        Unlike ``wds.warn_and_continue`` it counts, never sleeps, and re-raises what is not bad data.
+        """
+        self.record(exc)
+        return True
+
+    def merge(self, other: SkipCounter | Mapping[str, Any]) -> SkipCounter:
+        """Add another counter (or its :meth:`as_dict`) into this one; returns ``self``."""
+        other = other if isinstance(other, SkipCounter) else SkipCounter.from_dict(other)
+        self.ok += other.ok
+        self.counts.update(other.counts)
+        for reason, example in other.examples.items():
+            self.examples.setdefault(reason, example)
+        return self
+
+    def by_reason(self) -> dict[str, int]:
+        """Nonzero counts in the order of :data:`SKIP_REASONS`."""
+        return {reason: self.counts[reason] for reason in SKIP_REASONS if self.counts[reason]}
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"seen", "ok", "skipped", "by_reason": {REASON: n}, "examples": {REASON: message}}``, JSON-ready."""
+        return {
+            "seen": self.seen,
+            "ok": self.ok,
+            "skipped": self.skipped,
+            "by_reason": self.by_reason(),
+            "examples": dict(self.examples),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SkipCounter:
+        """The counter :meth:`as_dict` described (e.g. sent back by a data-loader worker)."""
+        unknown = set(data.get("by_reason", {})) - set(SKIP_REASONS)
+        if unknown:
+            raise ValueError(f"unknown skip reasons {sorted(unknown)}; allowed: {', '.join(SKIP_REASONS)}")
+        return cls(int(data.get("ok", 0)), Counter(data.get("by_reason", {})), dict(data.get("examples", {})))
+
+    def summary(self) -> str:
+        """One line for logs: ``skipped 3 of 120 samples (2.5%): corrupt_audio 2, bad_json 1``."""
+        if not self.skipped:
+            return f"skipped 0 of {self.seen} samples"
+        reasons = ", ".join(f"{reason} {n}" for reason, n in self._top())
+        return f"skipped {self.skipped} of {self.seen} samples ({self.skipped / self.seen:.1%}): {reasons}"
+
+    def check(self, max_bad_fraction: float, min_seen: int = 100) -> None:
+        """Stop when too many samples were bad.
+
+        Args:
+            max_bad_fraction: The largest allowed ``skipped / seen`` (a recipe's ``data.max_bad_fraction``).
+            min_seen: Judge only from this many samples on, so that one bad sample among the first few does
+                not stop a run.
+
+        Raises:
+            BadFractionExceeded: ``skipped / seen`` is above ``max_bad_fraction``; the message names the
+                fraction, the most frequent reasons and an example of the most frequent one.
+        """
+        if self.seen < max(min_seen, 1) or self.skipped <= max_bad_fraction * self.seen:
+            return
+        top = self._top()
+        reasons = ", ".join(f"{reason} {n}" for reason, n in top[:3])
+        raise BadFractionExceeded(
+            f"{self.skipped} of {self.seen} samples were bad ({self.skipped / self.seen:.1%}), more than "
+            f"max_bad_fraction {max_bad_fraction:.1%}; top reasons: {reasons}; e.g. {self.examples.get(top[0][0])}"
+        )
+
+    def _top(self) -> list[tuple[str, int]]:
+        order = {reason: i for i, reason in enumerate(SKIP_REASONS)}
+        return sorted(self.by_reason().items(), key=lambda item: (-item[1], order[item[0]]))

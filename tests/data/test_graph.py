@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media_samples import Canary, good_graph, graph_bytes
+
+from mmadapter.data.graph import decode_graph
+from mmadapter.data.skips import BadSample
+
+
+def bad_graph_detail(data: bytes) -> str:
+    with pytest.raises(BadSample) as info:
+        decode_graph(data, "g.graph.npz")
+    assert info.value.reason == "bad_graph" and info.value.source == "g.graph.npz"
+    return info.value.detail
+
+
+def test_valid_graph() -> None:
+    arrays = good_graph()
+    arrays["edge_index"] = arrays["edge_index"].astype(np.int32)
+    arrays["edge_attr"] = np.ones((3, 2))
+    arrays["node_text"] = np.array(["a", "b", "c"])
+    arrays["y"] = np.array(1)
+    graph = decode_graph(graph_bytes(**arrays), "g.graph.npz")
+    assert graph["edge_index"].dtype == np.int64 and graph["edge_index"].tolist() == [[0, 1, 2], [1, 2, 0]]
+    assert graph["x"].dtype == np.float32 and graph["x"].shape == (3, 4)
+    assert graph["edge_attr"].dtype == np.float32 and graph["node_text"].tolist() == ["a", "b", "c"]
+    assert graph["y"] == 1
+
+
+def test_text_only_graph_without_edges() -> None:
+    graph = decode_graph(graph_bytes(edge_index=np.zeros((2, 0), np.int64), node_text=np.array(["solo"])), "g")
+    assert graph["edge_index"].shape == (2, 0) and "x" not in graph
+
+
+def test_out_of_range_and_no_nodes_differ() -> None:
+    out_of_range = bad_graph_detail(graph_bytes(edge_index=np.array([[0, 3], [1, 0]]), x=np.zeros((3, 2))))
+    no_nodes = bad_graph_detail(graph_bytes(edge_index=np.zeros((2, 0), np.int64), x=np.zeros((0, 2))))
+    assert "outside [0, 3)" in out_of_range
+    assert "no nodes" in no_nodes
+    assert "outside" in bad_graph_detail(graph_bytes(edge_index=np.array([[-1], [0]]), x=np.zeros((3, 2))))
+
+
+@pytest.mark.parametrize(
+    ("arrays", "expected"),
+    [
+        ({"edge_index": np.zeros((3, 1), np.int64), "x": np.zeros((2, 2))}, "edge_index must be (2, E)"),
+        ({"edge_index": np.zeros((2, 1)), "x": np.zeros((2, 2))}, "edge_index must be (2, E) integers"),
+        ({"edge_index": np.zeros((2, 1), np.int64)}, "neither node features x nor node_text"),
+        ({"x": np.zeros((2, 2))}, "no edge_index"),
+        ({**good_graph(), "edge_atr": np.zeros(3)}, "unknown arrays ['edge_atr']"),
+        ({**good_graph(), "x": np.zeros(3)}, "x must be (N, F)"),
+        ({**good_graph(), "x": np.full((3, 2), np.nan)}, "x holds NaN or inf"),
+        ({**good_graph(), "node_text": np.array(["a", "b"])}, "disagree on the node count"),
+        ({**good_graph(), "edge_attr": np.zeros((2, 1))}, "edge_attr must be (E,) or (E, A)"),
+    ],
+)
+def test_invalid_graphs(arrays: dict[str, np.ndarray], expected: str) -> None:
+    assert expected in bad_graph_detail(graph_bytes(**arrays))
+
+
+def test_object_arrays_are_never_unpickled(tmp_path: Path) -> None:
+    canary = tmp_path / "unpickled"
+    evil = np.empty(1, dtype=object)
+    evil[0] = Canary(canary)
+    assert "object arrays" in bad_graph_detail(graph_bytes(**good_graph(), y=evil))
+    assert not canary.exists()
+    np.load(io.BytesIO(graph_bytes(y=evil)), allow_pickle=True)["y"]  # the canary does fire when unpickled
+    assert canary.exists()
+
+
+def test_not_an_archive() -> None:
+    assert "not a readable .npz" in bad_graph_detail(b"PK\x03\x04 definitely not a zip")
+    one_array = io.BytesIO()
+    np.save(one_array, np.zeros(3))
+    assert "not a readable .npz" in bad_graph_detail(one_array.getvalue())
+
+
+def test_size_is_checked_before_inflating() -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **good_graph(), y=np.zeros(10_000_000, np.uint8))  # 10 MB inflated, tiny compressed
+    with pytest.raises(BadSample, match="more than 1000000"):
+        decode_graph(buf.getvalue(), "zip-bomb.graph.npz", max_bytes=1_000_000)

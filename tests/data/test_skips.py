@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+import pickle
+import tarfile
+
+import pytest
+
+from mmadapter.data.skips import SKIP_REASONS, BadFractionExceeded, BadSample, SkipCounter, as_bad_sample
+
+
+def test_closed_set_of_reasons() -> None:
+    assert SKIP_REASONS == (
+        "missing_file",
+        "corrupt_audio",
+        "empty_audio",
+        "corrupt_image",
+        "too_large_image",
+        "bad_graph",
+        "bad_json",
+        "placeholder_mismatch",
+        "too_long",
+        "truncated_tar",
+        "unsafe_member",
+    )
+    with pytest.raises(ValueError, match="unknown skip reason 'corrupt'"):
+        BadSample("corrupt", "k", "x")  # type: ignore[arg-type]
+
+
+def test_bad_sample_message_and_pickle() -> None:
+    bad = BadSample("corrupt_audio", "utt-1", "flac decoder lost sync", "a/utt-1.flac")
+    assert isinstance(bad, ValueError)
+    assert str(bad) == "sample 'utt-1' (a/utt-1.flac): corrupt_audio: flac decoder lost sync"
+    again = pickle.loads(pickle.dumps(bad))  # crosses process pools
+    assert (again.reason, again.key, again.detail, again.source) == (bad.reason, bad.key, bad.detail, bad.source)
+    unnamed = BadSample("empty_audio", None, "0 samples", "x.wav")
+    assert unnamed.with_key("k2", "ignored") is unnamed
+    assert (unnamed.key, unnamed.source) == ("k2", "x.wav")
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (FileNotFoundError("no such file: a.flac"), "missing_file"),
+        (tarfile.ReadError("unexpected end of data"), "truncated_tar"),
+        (json.JSONDecodeError("Expecting value", "{", 1), "bad_json"),
+        (BadSample("bad_graph", None, "no nodes"), "bad_graph"),
+    ],
+)
+def test_one_mapping_to_reasons(exc: Exception, reason: str) -> None:
+    bad = as_bad_sample(exc, key="k", source="s")
+    assert bad is not None and bad.reason == reason and bad.key == "k"
+
+
+def test_placeholder_mismatch_from_the_tokenizer_is_mapped() -> None:
+    from mmadapter.llm.chat import PlaceholderMismatch
+
+    bad = as_bad_sample(PlaceholderMismatch("1 <audio> placeholder(s) for 2 audio item(s)"), key="k")
+    assert bad is not None and bad.reason == "placeholder_mismatch"
+
+
+def test_bugs_are_not_counted_as_bad_data() -> None:
+    counter = SkipCounter()
+    assert as_bad_sample(KeyError("x")) is None
+    with pytest.raises(ZeroDivisionError):
+        counter.record(ZeroDivisionError("bug"))
+    assert counter.skipped == 0
+
+
+def test_counter_counts_merges_and_summarises() -> None:
+    a, b = SkipCounter(), SkipCounter()
+    a.record_ok(7)
+    a.record(BadSample("corrupt_audio", "k1", "lost sync"))
+    assert a.handler(FileNotFoundError("gone")) is True
+    b.record_ok(2)
+    b.record(BadSample("corrupt_audio", "k2", "truncated"))
+    a.merge(b.as_dict())
+    assert (a.seen, a.ok, a.skipped) == (12, 9, 3)
+    assert a.by_reason() == {"missing_file": 1, "corrupt_audio": 2}
+    assert a.as_dict()["by_reason"] == {"missing_file": 1, "corrupt_audio": 2}
+    assert a.summary() == "skipped 3 of 12 samples (25.0%): corrupt_audio 2, missing_file 1"
+    assert SkipCounter.from_dict(json.loads(json.dumps(a.as_dict()))) == a
+
+
+def test_check_raises_past_the_fraction_naming_the_top_reason() -> None:
+    counter = SkipCounter()
+    counter.record_ok(90)
+    for i in range(8):
+        counter.record(BadSample("corrupt_image", f"img{i}", "cannot identify image file"))
+    counter.record(BadSample("bad_json", "j", "not JSON"))
+    counter.check(0.1)  # 9 of 99: fine
+    counter.record(BadSample("bad_json", "j2", "not JSON"))
+    counter.record(BadSample("corrupt_image", "img9", "truncated"))
+    with pytest.raises(BadFractionExceeded) as info:
+        counter.check(0.1)
+    message = str(info.value)
+    assert "11 of 101 samples were bad (10.9%)" in message
+    assert "max_bad_fraction 10.0%" in message
+    assert "top reasons: corrupt_image 9, bad_json 2" in message
+    assert "sample 'img0'" in message
+
+
+def test_check_waits_for_min_seen() -> None:
+    counter = SkipCounter()
+    counter.record(BadSample("bad_json", "k", "x"))
+    counter.check(0.05, min_seen=10)
+    with pytest.raises(BadFractionExceeded, match="1 of 1 samples"):
+        counter.check(0.05, min_seen=1)
