@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -72,6 +72,7 @@ class MultimodalBatch:
         attention_mask: ``(b, t)`` padded layout only.
         cu_seqlens: ``(S+1,)`` int32 cumulative sample lengths, packed layout only.
         max_seqlen: Longest sample.
+        skipped: Bad samples the data stream skipped since the previous batch (``SkipCounter.as_dict``).
     """
 
     input_ids: Tensor
@@ -83,6 +84,7 @@ class MultimodalBatch:
     attention_mask: Tensor | None = None
     cu_seqlens: Tensor | None = None
     max_seqlen: int = 0
+    skipped: dict[str, Any] = field(default_factory=dict)
 
     @property
     def layout(self) -> Literal["packed", "padded"]:

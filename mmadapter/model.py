@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mmadapter.batch import ModalityItems, MultimodalBatch, Sample
 from mmadapter.config import Recipe, load_recipe
+from mmadapter.data.skips import BadSample
 from mmadapter.encoders import ENCODERS, Encoder
 from mmadapter.llm import IGNORE_INDEX, LLMS, MODALITY_IDS, encode_chat
 from mmadapter.projectors import PROJECTORS, Projector
@@ -231,6 +232,19 @@ class MultimodalLM(nn.Module):
         lengths = {m: [self.item_length(m, self.encoders[m].input_length(x)) for x in xs] for m, xs in inputs.items()}
         chat = encode_chat(self.tokenizer, messages, lengths, add_generation_prompt=add_generation_prompt)
         return Sample(key, chat, inputs)
+
+    def prepare_decoded(self, decoded: Mapping[str, Any], *, add_generation_prompt: bool = False) -> Sample:
+        """A decoded shard sample (:class:`mmadapter.data.members.DecodedSample`) → :class:`Sample`.
+
+        Raises:
+            BadSample: the sample has items of a modality this model has no encoder for.
+        """
+        items = {m: decoded[m] for m in ("audio", "image", "graph") if decoded.get(m)}
+        for m in items:
+            if m not in self.encoders:
+                detail = f"has {m} items but the model has no {m} encoder"
+                raise BadSample("placeholder_mismatch", decoded["key"], detail)
+        return self.prepare(decoded["key"], decoded["messages"], items, add_generation_prompt=add_generation_prompt)
 
     @torch.no_grad()
     def generate(self, samples: Sequence[Sample], **options: Any) -> list[str]:

@@ -1,0 +1,272 @@
+"""The training data stream: webdataset shards in, packed :class:`MultimodalBatch` es out.
+
+The stream is a visible list of small stages (:func:`sample_stages`), each a function of an iterator:
+
+    shard URLs (epoch order or resampled, split by rank and worker, seeded)
+    → tar members (webdataset's ``tarfile_to_samples``; truncated tars counted)
+    → seeded sample shuffle
+    → our decode (:func:`mmadapter.data.members.decode_sample`; never webdataset's decoders)
+    → prepare (the model's encoder transforms, placeholder expansion, chat-template labels)
+→ weighted mix of shard sets → packing into ``data.max_tokens`` → batches.
+
+Everything random is seeded from ``(seed, epoch, rank, worker)``, so the stream is deterministic and a
+resumed run regenerates it and skips the batches it had consumed. Bad samples are skipped through the one
+:class:`SkipCounter` handler of each worker; each batch carries the skips counted since the previous one
+(``batch.skipped``) so the trainer can sum them across workers and ranks.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import tarfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import braceexpand
+import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
+
+from mmadapter.batch import MultimodalBatch, Sample
+from mmadapter.config import DataConfig, ShardSet
+from mmadapter.data.members import DecodedSample, decode_sample
+from mmadapter.data.packing import batch_stream
+from mmadapter.data.skips import BadSample, SkipCounter
+
+__all__ = ["ShardStream", "StreamPosition", "expand_shards", "mix", "sample_stages", "shard_order"]
+
+Prepare = Callable[[DecodedSample], Sample]
+_REMOTE = ("pipe:", "http://", "https://", "s3://", "gs://")
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """Who reads the stream: the seed, the epoch and this process's place among ranks and loader workers."""
+
+    seed: int = 0
+    epoch: int = 0
+    rank: int = 0
+    world_size: int = 1
+    worker: int = 0
+    num_workers: int = 1
+
+    def rng(self, *salt: object) -> random.Random:
+        """A generator seeded from this position and ``salt`` (stable across processes and runs)."""
+        text = repr((self.seed, self.epoch, self.rank, self.worker, *salt)).encode()
+        return random.Random(zlib.crc32(text))
+
+
+def expand_shards(spec: str | Sequence[str], base: Path | None = None) -> list[str]:
+    """Shard URLs of a spec: brace patterns (``shard-{000000..000009}.tar``), lists, local paths (made
+    absolute against ``base``), ``pipe:`` commands and remote URLs (kept as they are).
+
+    Raises:
+        FileNotFoundError: a local shard does not exist.
+    """
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    urls: list[str] = []
+    for s in specs:
+        for url in braceexpand.braceexpand(s):
+            if url.startswith(_REMOTE):
+                urls.append(url)
+                continue
+            path = Path(url).expanduser()
+            if not path.is_absolute() and base is not None:
+                path = base / path
+            if not path.is_file():
+                raise FileNotFoundError(f"shard not found: {path} (from data spec {s!r})")
+            urls.append(str(path))
+    if not urls:
+        raise ValueError(f"no shards in {spec!r}")
+    return urls
+
+
+def shard_order(urls: Sequence[str], pos: StreamPosition) -> list[str]:
+    """Epoch mode: this rank's and worker's share of a seeded shuffle of all shards (each shard is read by
+    exactly one rank and worker per epoch)."""
+    order = list(urls)
+    random.Random(zlib.crc32(repr((pos.seed, pos.epoch, "shards")).encode())).shuffle(order)
+    return order[pos.rank :: pos.world_size][pos.worker :: pos.num_workers]
+
+
+def resampled_order(urls: Sequence[str], rng: random.Random) -> Iterator[str]:
+    """Resampled mode: an endless stream of shards drawn with replacement."""
+    while True:
+        yield rng.choice(urls)
+
+
+def mix(streams: Sequence[Iterator[Any]], weights: Sequence[float], rng: random.Random) -> Iterator[Any]:
+    """Draw from ``streams`` with probability proportional to ``weights`` until all are exhausted."""
+    live = list(range(len(streams)))
+    while live:
+        i = rng.choices(live, weights=[weights[j] for j in live])[0]
+        try:
+            yield next(streams[i])
+        except StopIteration:
+            live.remove(i)
+
+
+def sample_stages(
+    urls: Iterable[str],
+    prepare: Prepare,
+    counter: SkipCounter,
+    shuffle_buffer: int,
+    rng: random.Random,
+) -> Iterator[Sample]:
+    """The per-shard-set stages, from shard URLs to prepared samples."""
+    tars = _TarErrors(counter)
+    pipeline = wds.DataPipeline(
+        lambda: ({"url": url} for url in urls),
+        tars.check_tail,
+        wds.tarfile_to_samples(handler=tars.handler),
+        wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=rng) if shuffle_buffer > 1 else _same,
+        _guarded(lambda raw: decode_sample(raw), counter, "decode"),
+        _guarded(prepare, counter, "prepare", last=True),
+    )
+    return iter(pipeline)
+
+
+class ShardStream(IterableDataset):
+    """An iterable dataset of batches over one or more weighted shard sets.
+
+    Args:
+        sets: The shard sets (``data.train`` or ``data.val``).
+        prepare: Decoded sample → tokenized :class:`Sample` (:meth:`MultimodalLM.prepare_decoded`).
+        data: The recipe's data section (``max_tokens``, ``layout``, ``shuffle_buffer``).
+        pad_id: The tokenizer's pad id (padded layout).
+        position: Seed, epoch and rank; the loader worker is filled in inside each worker.
+        resampled: Draw shards with replacement forever (training) instead of one pass per epoch.
+        base: Directory that relative shard paths are relative to.
+    """
+
+    def __init__(
+        self,
+        sets: Sequence[ShardSet],
+        prepare: Prepare,
+        data: DataConfig,
+        pad_id: int,
+        position: StreamPosition,
+        resampled: bool = True,
+        base: Path | None = None,
+    ) -> None:
+        super().__init__()
+        if not sets:
+            raise ValueError("no shard sets given (data.train / data.val is empty)")
+        self.urls = [expand_shards(s.shards, base) for s in sets]
+        self.weights = [s.weight for s in sets]
+        self.prepare = prepare
+        self.data = data
+        self.pad_id = pad_id
+        self.position = position
+        self.resampled = resampled
+
+    def __iter__(self) -> Iterator[MultimodalBatch]:
+        info = get_worker_info()
+        pos = self.position
+        if info is not None:
+            pos = StreamPosition(pos.seed, pos.epoch, pos.rank, pos.world_size, info.id, info.num_workers)
+        counter = SkipCounter()
+        streams = []
+        for i, urls in enumerate(self.urls):
+            order = resampled_order(urls, pos.rng("resample", i)) if self.resampled else iter(shard_order(urls, pos))
+            streams.append(sample_stages(order, self.prepare, counter, self.data.shuffle_buffer, pos.rng("shuffle", i)))
+        samples = mix(streams, self.weights, pos.rng("mix"))
+        reported = SkipCounter()
+
+        def with_skips(batch: MultimodalBatch) -> MultimodalBatch:
+            delta = _minus(counter, reported)
+            reported.merge(delta)
+            batch.skipped = delta.as_dict()
+            return batch
+
+        # One batch behind, so that the skips counted while the stream ends still reach the last batch.
+        pending = None
+        for batch in batch_stream(samples, self.data.max_tokens, self.data.layout, self.pad_id, counter.record):
+            if pending is not None:
+                yield with_skips(pending)
+            pending = batch
+        if pending is not None:
+            yield with_skips(pending)
+
+
+def _guarded(fn: Callable[[Any], Any], counter: SkipCounter, stage: str, last: bool = False) -> Callable:
+    """A stage applying ``fn`` to each item; bad data is counted and skipped, bugs propagate."""
+
+    def stage_fn(items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            key = item.get("__key__") if isinstance(item, Mapping) else None
+            key = key or (item.get("key") if isinstance(item, Mapping) else None)
+            try:
+                out = fn(item)
+            except (BadSample, ValueError, FileNotFoundError) as e:
+                counter.record(e, key=key)
+                continue
+            if last:
+                counter.record_ok()
+            yield out
+
+    stage_fn.__name__ = stage
+    return stage_fn
+
+
+class _TarErrors:
+    """Counts each truncated tar once: from its tail (local files; catches a cut inside a member header,
+    which Python's tarfile takes for a clean end) or from the read error webdataset reports (twice: by the
+    member iterator and again by the shard expander)."""
+
+    def __init__(self, counter: SkipCounter) -> None:
+        self.counter = counter
+        self.urls: set[str] = set()
+
+    def check_tail(self, sources: Iterator[dict[str, str]]) -> Iterator[dict[str, str]]:
+        for source in sources:
+            url = source["url"]
+            if not url.startswith(_REMOTE) and _tail_is_cut(Path(url)) and url not in self.urls:
+                self.urls.add(url)
+                self.counter.record(BadSample("truncated_tar", None, "the tar does not end with its end blocks", url))
+            yield source  # the members before the cut are still good
+
+    def handler(self, exc: BaseException) -> bool:
+        if isinstance(exc, (tarfile.TarError, EOFError)):
+            url = _shard_of(exc)
+            if url is not None and url in self.urls:
+                return True
+            if url is not None:
+                self.urls.add(url)
+        return self.counter.handler(exc)
+
+
+def _shard_of(exc: BaseException) -> str | None:
+    """The shard a tar error came from: webdataset writes the file object into the message
+    (``... @ <_io.BufferedReader name='/path'>``) and later appends the URL to the arguments."""
+    for arg in exc.args:
+        if hasattr(arg, "name"):
+            return str(arg.name)
+        found = re.search(r"name='([^']+)'", arg) if isinstance(arg, str) else None
+        if found:
+            return found.group(1)
+    return None
+
+
+def _tail_is_cut(path: Path) -> bool:
+    """A complete tar is a whole number of 512-byte blocks ending in two zero blocks."""
+    size = path.stat().st_size
+    if size < 1024 or size % 512:
+        return True
+    with path.open("rb") as f:
+        f.seek(size - 1024)
+        return any(f.read(1024))
+
+
+def _same(items: Iterator[Any]) -> Iterator[Any]:
+    return items
+
+
+def _minus(total: SkipCounter, done: SkipCounter) -> SkipCounter:
+    out = SkipCounter(ok=total.ok - done.ok)
+    out.counts.update({r: n - done.counts[r] for r, n in total.counts.items() if n - done.counts[r]})
+    out.examples = {r: e for r, e in total.examples.items() if r not in done.examples}
+    return out
