@@ -29,7 +29,7 @@ from mmadapter.config import load_recipe
 if TYPE_CHECKING:
     from mmadapter.model import MultimodalLM
 
-__all__ = ["ARTEFACT_FILES", "atomic_write", "load_artefact", "save_artefact"]
+__all__ = ["ARTEFACT_FILES", "atomic_write", "load_artefact", "load_trained_weights", "save_artefact"]
 
 RECIPE, ADAPTER, FROZEN, TOKENIZER, PROVENANCE = (
     "recipe.yaml",
@@ -83,18 +83,35 @@ def load_artefact(directory: str | Path, overrides: Sequence[str] = ()) -> Multi
     required = set(_must_save(model))
     loaded: set[str] = set()
     for name in (FROZEN, ADAPTER):
-        path = src / name
-        if path.is_file():
-            tensors = load_file(path)
-            unexpected = set(tensors) - set(model.state_dict())
-            if unexpected:
-                raise ValueError(f"{path}: {len(unexpected)} tensor(s) the model does not have, e.g. {min(unexpected)}")
-            model.load_state_dict(tensors, strict=False)
-            loaded |= set(tensors)
+        if (src / name).is_file():
+            loaded |= _load_into(model, src / name)
     missing = required - loaded
     if missing:
         raise ValueError(f"{src}: {len(missing)} weight(s) that cannot be rebuilt are missing, e.g. {min(missing)}")
     return model
+
+
+def load_trained_weights(model: MultimodalLM, directory: str | Path) -> list[str]:
+    """Load an artefact's ``adapter.safetensors`` into ``model`` (a stage's ``init_from``, a finished stage on
+    resume); returns the names loaded.
+
+    Raises:
+        FileNotFoundError: ``directory`` has no ``adapter.safetensors``.
+        ValueError: it holds tensors the model does not have.
+    """
+    path = Path(directory) / ADAPTER
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not an mmadapter artefact: {ADAPTER} is missing")
+    return sorted(_load_into(model, path))
+
+
+def _load_into(model: MultimodalLM, path: Path) -> set[str]:
+    tensors = load_file(path)
+    unexpected = set(tensors) - set(model.state_dict())
+    if unexpected:
+        raise ValueError(f"{path}: {len(unexpected)} tensor(s) the model does not have, e.g. {min(unexpected)}")
+    model.load_state_dict(tensors, strict=False)
+    return set(tensors)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -126,19 +143,21 @@ def _split_state(model: MultimodalLM) -> tuple[dict[str, Tensor], dict[str, Tens
     """(trainable weights, frozen weights that cannot be re-fetched), tied tensors stored once."""
     state = _dedup(model.state_dict(keep_vars=True))
     adapter_names = {n for n, p in model.named_parameters() if p.requires_grad}
-    adapter_names |= {n for n in state if n.startswith("projectors.")}
+    adapter_names |= {n for n in state if n.startswith("projectors.")} | set(model.adapter_state_names())
     adapter = {n: t for n, t in state.items() if n in adapter_names}
     frozen = {n: t for n, t in state.items() if n not in adapter_names and n in set(_must_save(model))}
     return adapter, frozen
 
 
 def _must_save(model: MultimodalLM) -> list[str]:
-    """State names that a rebuild from the recipe cannot restore (tied duplicates excluded)."""
+    """State names that a rebuild from the recipe cannot restore (tied duplicates excluded): non-reloadable
+    components, projectors, and every adapter inside the LLM (randomly initialised, or trained in any stage)."""
     state = _dedup(model.state_dict(keep_vars=True))
     specs = {"llm": model.recipe.model.llm}
     specs |= {f"encoders.{m}": s for m, s in model.recipe.model.encoders.items()}
     keep = [f"{c}." for c, s in specs.items() if not s.reloadable] + ["projectors."]
-    return [n for n in state if n.startswith(tuple(keep))]
+    adapters = set(model.adapter_state_names())
+    return [n for n in state if n.startswith(tuple(keep)) or n in adapters]
 
 
 def _dedup(state: dict[str, Tensor]) -> dict[str, Tensor]:

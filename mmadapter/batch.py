@@ -127,6 +127,7 @@ class MultimodalBatch:
             attention_mask=move(self.attention_mask),
             cu_seqlens=move(self.cu_seqlens),
             max_seqlen=self.max_seqlen,
+            skipped=self.skipped,
         )
 
     @classmethod

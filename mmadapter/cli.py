@@ -42,27 +42,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="every registered component, grouped by kind")
-    p.set_defaults(run=_list)
+    p.set_defaults(handler=_list)
 
     p = sub.add_parser("summary", help="trainable and frozen parameter counts of a recipe's model")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help="dotted.key=value recipe overrides")
     p.add_argument("--stage", help="the stage whose trainable groups are counted (default: the first)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(run=_summary)
+    p.set_defaults(handler=_summary)
 
     from mmadapter.data import writer
 
     p = sub.add_parser("shard", help="validate a JSONL manifest and write webdataset shards + stats.json")
     writer.add_arguments(p)
-    p.set_defaults(run=writer.run)
+    p.set_defaults(handler=writer.run)
+
+    from mmadapter.train import run as training
+
+    p = sub.add_parser("train", help="train a recipe's stages into a run directory")
+    training.add_arguments(p)
+    p.set_defaults(handler=training.run)
+
+    from mmadapter import evaluate, inference
+
+    p = sub.add_parser("infer", help="answer audio files, images, folders, manifests or shards")
+    inference.add_arguments(p)
+    p.set_defaults(handler=inference.run)
+
+    p = sub.add_parser("eval", help="score a run's answers against references (WER, CER, BLEU, chrF, accuracy)")
+    evaluate.add_arguments(p)
+    p.set_defaults(handler=evaluate.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except (ValueError, KeyError, FileNotFoundError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"mmadapter {args.command}: error: {message}", file=sys.stderr)

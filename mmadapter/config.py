@@ -17,12 +17,16 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
+from mmadapter.adapter_config import BiasNormConfig, GatedAttentionConfig, MoLoRAConfig
 from mmadapter.registry import ComponentSpec, Registry
 
 __all__ = [
     "MODALITIES",
+    "BiasNormConfig",
     "DataConfig",
+    "GatedAttentionConfig",
     "LLMSpec",
+    "MoLoRAConfig",
     "ModelConfig",
     "Recipe",
     "RecipeError",
@@ -73,6 +77,9 @@ class ModelConfig(_Section):
     encoders: dict[Modality, SerializeAsAny[_AnyComponent]] = Field(default_factory=dict)
     projectors: dict[Modality, SerializeAsAny[_AnyComponent]] = Field(default_factory=dict)
     loss_chunk: int = Field(1024, gt=0, description="labelled positions per LM-head chunk in the loss")
+    molora: MoLoRAConfig | None = None
+    gated_attention: GatedAttentionConfig | None = None
+    bias_norm: BiasNormConfig | None = None
 
     @model_validator(mode="after")
     def _pairs(self) -> ModelConfig:
@@ -82,6 +89,21 @@ class ModelConfig(_Section):
         for m in self.projectors:
             if m not in self.encoders:
                 raise ValueError(f"projector {m!r} has no encoder: add model.encoders.{m}")
+        return self
+
+    @model_validator(mode="after")
+    def _adapters(self) -> ModelConfig:
+        if self.molora is not None and self.molora.routing == "modality":
+            expert_of = self.molora.expert_of()
+            missing = [m for m in ("text", *self.encoders) if m not in expert_of]
+            if missing:
+                raise ValueError(
+                    f"molora: modality routing has no expert for {missing}; add model.molora.modality_map."
+                    f"{missing[0]} (one of {self.molora.experts}) or an expert named {missing[0]!r}"
+                )
+        ga = self.gated_attention
+        if ga is not None and not self.encoders and (ga.mode == "cross" or ga.conditioned):
+            raise ValueError(f"gated_attention: mode {ga.mode!r} attends to modality tokens but there is no encoder")
         return self
 
 
@@ -112,15 +134,37 @@ class StageConfig(_Section):
 
 class TrainConfig(_Section):
     seed: int = 0
-    max_steps: int = Field(1000, gt=0)
+    max_steps: int = Field(1000, gt=0, description="steps per stage unless the stage sets its own")
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay floor, as a fraction of the peak lr")
     grad_clip: float | None = Field(1.0, gt=0)
     accumulate: int = Field(1, gt=0)
+    precision: Literal["auto", "bf16-mixed", "16-mixed", "32-true"] = "auto"
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = "auto"
+    devices: int | Literal["auto"] = "auto"
+    num_nodes: int = Field(1, gt=0)
+    activation_checkpointing: bool = False
+    log_every: int = Field(10, gt=0)
+    checkpoint_every: int = Field(100, gt=0)
+    val_every: int | None = Field(None, gt=0)
+    val_batches: int | None = Field(None, gt=0, description="validation batches per evaluation (None: one pass)")
+    best_metric: str = "val_loss"
+    best_mode: Literal["min", "max"] = "min"
+    early_stopping_patience: int | None = Field(None, gt=0, description="validations without improvement")
+    max_nonfinite: int = Field(20, gt=0, description="consecutive non-finite steps before the run stops")
+    log_sample_keys: bool = Field(False, description="write each rank's batches' sample keys to RUN/sample_keys/")
     stages: list[StageConfig] = Field(
         default_factory=lambda: [StageConfig(name="align", trainable=["projectors"])], min_length=1
     )
+
+    @model_validator(mode="after")
+    def _unique_stage_names(self) -> TrainConfig:
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        return self
 
 
 class Recipe(_Section):
@@ -153,6 +197,12 @@ def trainable_group_names(model: ModelConfig) -> set[str]:
     names = {"projectors", "llm"}
     names |= {f"projectors.{m}" for m in model.projectors}
     names |= {f"encoders.{m}" for m in model.encoders}
+    if model.molora is not None:
+        names |= {"molora"} | {f"molora.{e}" for e in model.molora.experts}
+    if model.gated_attention is not None:
+        names.add("gated_attention")
+    if model.bias_norm is not None:
+        names.add("llm.bias_norm")
     return names
 
 
@@ -280,8 +330,15 @@ def _with_family_specs(recipe: Recipe) -> Recipe:
 def _check_groups(data: dict[str, Any]) -> list[tuple[str, str]]:
     """Stage groups against the modalities the raw recipe declares (runs even when other checks failed)."""
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    modalities = {k: v for k, v in model.items() if k in ("encoders", "projectors") and isinstance(v, dict)}
-    known = trainable_group_names(ModelConfig.model_construct(**modalities))
+    sections = {k: v for k, v in model.items() if k in ("encoders", "projectors") and isinstance(v, dict)}
+    molora = model.get("molora")
+    if isinstance(molora, dict):  # unvalidated here: only the expert names matter
+        experts = molora.get("experts") if isinstance(molora.get("experts"), list) else []
+        sections["molora"] = MoLoRAConfig.model_construct(experts=[e for e in experts if isinstance(e, str)])
+    for key, section in (("gated_attention", GatedAttentionConfig), ("bias_norm", BiasNormConfig)):
+        if isinstance(model.get(key), dict):
+            sections[key] = section.model_construct()
+    known = trainable_group_names(ModelConfig.model_construct(**sections))
     stages = data.get("train", {}).get("stages") if isinstance(data.get("train"), dict) else None
     problems = []
     for i, stage in enumerate(stages if isinstance(stages, list) else []):

@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from mmadapter.adapter_context import BatchTokens
+from mmadapter.adapters import LLMAdapters
 from mmadapter.batch import ModalityItems, MultimodalBatch, Sample
 from mmadapter.config import Recipe, load_recipe
 from mmadapter.data.skips import BadSample
@@ -35,7 +37,8 @@ class ModelOutput:
         sample_loss: ``(S,)`` mean cross-entropy of each sample (0 for a sample with no labels).
         num_labels: Labelled positions the loss was taken over.
         logits: ``(b, t, v)`` full logits, only when asked for (never in training).
-        aux: Auxiliary losses and statistics from adapters (e.g. load balancing).
+        aux: Auxiliary losses and statistics from adapters: ``balance_loss``, the MoLoRA load-balancing loss
+            averaged over layers (1 for a uniform router), which ``loss`` includes times ``balance_weight``.
     """
 
     loss: Tensor
@@ -46,7 +49,8 @@ class ModelOutput:
 
 
 class MultimodalLM(nn.Module):
-    """Pretrained encoders and a frozen LLM joined by trainable projectors.
+    """Pretrained encoders and a frozen LLM joined by trainable projectors, plus the adapters the recipe puts
+    inside the LLM (:mod:`mmadapter.adapters`: MoLoRA experts, gated attention, bias/norm tuning).
 
     Build with :meth:`from_recipe`; persist with :meth:`save` / :meth:`load` (see :mod:`mmadapter.artefact`).
     """
@@ -65,6 +69,9 @@ class MultimodalLM(nn.Module):
         self.tokenizer = tokenizer
         self.encoders = nn.ModuleDict(dict(encoders))
         self.projectors = nn.ModuleDict(dict(projectors))
+        self.adapters = LLMAdapters(llm, recipe.model)
+        self.gated_attention = self.adapters.gated_attention
+        self.bias_norm = self.adapters.bias_norm
         self.set_trainable(recipe.train.stages[0].trainable)
 
     @classmethod
@@ -89,13 +96,17 @@ class MultimodalLM(nn.Module):
         out: dict[str, list[nn.Module]] = {"llm": [self.llm], "projectors": list(self.projectors.values())}
         out |= {f"projectors.{m}": [p] for m, p in self.projectors.items()}
         out |= {f"encoders.{m}": [e] for m, e in self.encoders.items()}
-        return out
+        return out | self.adapters.group_modules()
 
     def groups(self) -> dict[str, dict[str, nn.Parameter]]:
-        """Every trainable group → its parameters by full name. Tied weights appear once."""
+        """Every trainable group → its parameters by full name. Tied weights appear once. Group ``llm`` holds
+        the pretrained weights only, never the adapters' parameters that sit inside the LLM."""
         names = {id(p): n for n, p in self.named_parameters()}
+        new = {id(p) for p in self.adapters.new_parameters()}
         return {
-            group: {names[id(p)]: p for module in modules for p in module.parameters()}
+            group: {
+                names[id(p)]: p for module in modules for p in module.parameters() if group != "llm" or id(p) not in new
+            }
             for group, modules in sorted(self.group_modules().items())
         }
 
@@ -113,17 +124,30 @@ class MultimodalLM(nn.Module):
         return [n for n, p in self.named_parameters() if p.requires_grad]
 
     def train(self, mode: bool = True) -> MultimodalLM:
-        """Frozen encoders and a frozen LLM stay in eval mode (no dropout, fixed norms)."""
+        """Frozen encoders and a frozen LLM stay in eval mode (no dropout, fixed norms); MoLoRA experts inside a
+        frozen LLM follow ``mode``."""
         super().train(mode)
-        for module in [*self.encoders.values(), self.llm]:
-            if not any(p.requires_grad for p in module.parameters()):
+        for module in self.encoders.values():
+            if not _trains(module):
                 module.eval()
+        new = {id(p) for p in self.adapters.new_parameters()}
+        if not any(p.requires_grad for p in self.llm.parameters() if id(p) not in new):
+            self.llm.eval()
+            for layer in self.adapters.molora:
+                layer.train(mode)
         return self
 
     # --- forward ------------------------------------------------------------------------------------------
 
     def item_length(self, modality: str, input_length: int) -> int:
-        """Slots one item of ``modality`` takes in the LLM sequence."""
+        """Slots one item of ``modality`` takes in the LLM sequence: 0 when gated attention takes the modality
+        tokens out of the sequence (``model.gated_attention.in_sequence: false``)."""
+        if not self.adapters.in_sequence:
+            return 0
+        return self.token_count(modality, input_length)
+
+    def token_count(self, modality: str, input_length: int) -> int:
+        """Tokens the encoder and projector make of one item (in the sequence or not)."""
         return self.projectors[modality].output_length(self.encoders[modality].output_length(input_length))
 
     def encode_items(self, modality: str, items: ModalityItems) -> tuple[Tensor, Tensor]:
@@ -135,15 +159,24 @@ class MultimodalLM(nn.Module):
 
     def embed(self, batch: MultimodalBatch) -> Tensor:
         """Text embeddings ``(b, t, d)`` with every modality slot replaced by its projected item tokens."""
+        return self._embed(batch)[0]
+
+    def _embed(self, batch: MultimodalBatch) -> tuple[Tensor, BatchTokens | None]:
+        """Embeddings and what the adapters need to know of the batch (its samples' modality tokens)."""
         embeds = self.llm.get_input_embeddings()(batch.input_ids)
         token_sample = batch.token_sample()
+        memory = []
         for modality, items in batch.items.items():
             tokens, lengths = self.encode_items(modality, items)
             slots = batch.token_modality == MODALITY_IDS[modality]
-            self._check_slots(batch, modality, slots, token_sample, items, lengths)
+            expected = lengths if self.adapters.in_sequence else torch.zeros_like(lengths)
+            self._check_slots(batch, modality, slots, token_sample, items, expected)
             valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
-            embeds = embeds.masked_scatter(slots[..., None], tokens[valid].to(embeds.dtype))
-        return embeds
+            if self.adapters.in_sequence:
+                embeds = embeds.masked_scatter(slots[..., None], tokens[valid].to(embeds.dtype))
+            memory.append((tokens[valid].to(embeds.dtype), items.sample.repeat_interleave(lengths)))
+        info = self.adapters.batch_tokens(batch.token_modality, token_sample, batch.num_samples, memory)
+        return embeds, info
 
     def _check_slots(
         self,
@@ -168,20 +201,26 @@ class MultimodalLM(nn.Module):
 
     def hidden_states(self, batch: MultimodalBatch) -> Tensor:
         """Final hidden states ``(b, t, d)`` of the LLM (after its last norm)."""
+        return self._decode(batch)[0]
+
+    def _decode(self, batch: MultimodalBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Final hidden states and the adapters' auxiliary losses (each averaged over layers)."""
         decoder = self.llm.get_decoder()
+        embeds, info = self._embed(batch)
         # Packed rows: no mask and no cache, so transformers treats restarting position_ids as separate
         # sequences (DESIGN.md §4).
-        out = decoder(
-            inputs_embeds=self.embed(batch),
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-        )
-        return out.last_hidden_state
+        with self.adapters.context.bind(info) as aux:
+            out = decoder(
+                inputs_embeds=embeds,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                use_cache=False,
+            )
+        return out.last_hidden_state, {name: torch.stack(v).mean() for name, v in aux.items()}
 
     def forward(self, batch: MultimodalBatch, return_logits: bool = False) -> ModelOutput:
         """Loss over labelled positions, computed in chunks from the selected hidden states."""
-        hidden = self.hidden_states(batch)
+        hidden, aux = self._decode(batch)
         targets = self._shifted_labels(batch)
         picked = targets != IGNORE_INDEX  # (b, t)
         owner = batch.token_sample()[picked]
@@ -200,7 +239,9 @@ class MultimodalLM(nn.Module):
         sums = torch.zeros(n, device=hidden.device, dtype=token_loss.dtype).index_add(0, owner, token_loss)
         per = torch.bincount(owner, minlength=n).clamp(min=1).to(sums.dtype)
         logits = self._logits(head, hidden) if return_logits else None
-        return ModelOutput(loss=loss, sample_loss=sums / per, num_labels=count, logits=logits)
+        if "balance_loss" in aux:
+            loss = loss + self.adapters.balance_weight * aux["balance_loss"]
+        return ModelOutput(loss=loss, sample_loss=sums / per, num_labels=count, logits=logits, aux=aux)
 
     def _logits(self, head: nn.Module, h: Tensor) -> Tensor:
         logits = head(h).float()
@@ -251,19 +292,53 @@ class MultimodalLM(nn.Module):
         """Answer each sample's prompt (built with ``add_generation_prompt=True``), batched with left padding.
 
         ``options`` go to Hugging Face ``generate`` (``max_new_tokens``, ``do_sample``, ``temperature``,
-        ``top_p``, ``num_beams``, ``repetition_penalty``); greedy decoding by default.
+        ``top_p``, ``num_beams``, ``repetition_penalty``); greedy decoding by default. ``use_cache=False``
+        (greedy only) re-runs the whole sequence at every step instead of using a KV cache: slow, a reference.
         """
         batch = MultimodalBatch.pad(samples, self.tokenizer.pad_token_id, side="left").to(self.device)
         options = {"max_new_tokens": 64, "do_sample": False} | options
         eos = self.llm.generation_config.eos_token_id
-        out = self.llm.generate(
-            inputs_embeds=self.embed(batch),
-            attention_mask=batch.attention_mask,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=eos if eos is not None else self.tokenizer.eos_token_id,
-            **options,
-        )
+        eos = eos if eos is not None else self.tokenizer.eos_token_id
+        embeds, info = self._embed(batch)
+        with self.adapters.context.bind(info):
+            if options.pop("use_cache", True):
+                out = self.llm.generate(
+                    inputs_embeds=embeds,
+                    attention_mask=batch.attention_mask,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=eos,
+                    **options,
+                )
+            else:
+                out = self._greedy_without_cache(embeds, batch.attention_mask, eos, **options)
         return [s.strip() for s in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def _greedy_without_cache(
+        self, embeds: Tensor, mask: Tensor, eos: int | list[int], max_new_tokens: int, **options: Any
+    ) -> Tensor:
+        """``(b, n)`` new token ids, recomputing every position at every step (pad after an end token)."""
+        if options.get("do_sample") or options.get("num_beams", 1) > 1 or set(options) - {"do_sample", "num_beams"}:
+            raise ValueError(f"use_cache=False supports greedy decoding only, got options {options}")
+        ends = torch.tensor(eos if isinstance(eos, list) else [eos], device=embeds.device)
+        table = self.llm.get_input_embeddings()
+        done = torch.zeros(embeds.shape[0], dtype=torch.bool, device=embeds.device)
+        out = []
+        for _ in range(max_new_tokens):
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False).logits
+            token = logits[:, -1].argmax(-1).masked_fill(done, self.tokenizer.pad_token_id)
+            out.append(token)
+            done |= torch.isin(token, ends)
+            if done.all():
+                break
+            embeds = torch.cat([embeds, table(token)[:, None].to(embeds.dtype)], 1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+        return torch.stack(out, 1)
+
+    def merged_llm(self, expert: str = "text") -> PreTrainedModel:
+        """A plain copy of the LLM for serving one modality with zero overhead: the MoLoRA ``expert`` and the
+        bias/norm biases folded into its weights (see :meth:`mmadapter.adapters.LLMAdapters.merged_llm`)."""
+        return self.adapters.merged_llm(expert)
 
     @property
     def device(self) -> torch.device:
@@ -291,6 +366,28 @@ class MultimodalLM(nn.Module):
             yield f"encoders.{m}", enc
         for m, proj in self.projectors.items():
             yield f"projectors.{m}", proj
+
+    def component_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by component kind, each once: ``llm`` (pretrained weights only), ``encoders``,
+        ``projectors``, and ``molora``, ``gated_attention``, ``bias_norm`` (its new biases) when present."""
+        groups = self.groups()
+        out = {"llm": list(groups["llm"].values())}
+        for name, parts in (("encoders", self.encoders), ("projectors", self.projectors)):
+            if parts:
+                out[name] = [p for m in parts.values() for p in m.parameters()]
+        if "molora" in groups:
+            out["molora"] = list(groups["molora"].values())
+        for name in ("gated_attention", "bias_norm"):
+            module = getattr(self, name)
+            if module is not None:
+                out[name] = list(module.parameters())
+        return out
+
+    def adapter_state_names(self) -> list[str]:
+        """State names of every adapter inside the LLM (MoLoRA, gated attention, bias/norm with its norms):
+        artefacts always hold them, whichever stage trained them."""
+        groups = self.groups()
+        return sorted({n for g in ("molora", "gated_attention", "llm.bias_norm") for n in groups.get(g, {})})
 
 
 def _trains(module: nn.Module) -> bool:

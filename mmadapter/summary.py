@@ -22,7 +22,9 @@ def count_parameters(model: MultimodalLM, stage: str | None = None) -> dict[str,
     """Trainable and frozen parameter counts for ``stage`` (default: the recipe's first stage).
 
     Returns ``{"stage", "components": {NAME: {"trainable", "frozen"}}, "groups": {GROUP: {...}},
-    "total_trainable", "total_frozen"}``; tied weights count once.
+    "total_trainable", "total_frozen"}``; tied weights count once. Components: ``llm`` (its pretrained weights),
+    ``encoders``, ``projectors``, and the adapters inside the LLM: ``molora``, ``gated_attention``,
+    ``bias_norm`` (its new biases; the norms it unfreezes count under ``llm``).
     """
     stages = {s.name: s for s in model.recipe.train.stages}
     chosen = stages[stage] if stage is not None else model.recipe.train.stages[0]
@@ -41,13 +43,7 @@ def count_parameters(model: MultimodalLM, stage: str | None = None) -> dict[str,
             out["trainable" if p.requires_grad else "frozen"] += p.numel()
         return out
 
-    components: dict[str, dict[str, int]] = {}
-    for name, module in model.named_components():
-        kind = name.split(".")[0]
-        counts = tally(module.parameters(), dedupe=True)
-        slot = components.setdefault(kind, {"trainable": 0, "frozen": 0})
-        slot["trainable"] += counts["trainable"]
-        slot["frozen"] += counts["frozen"]
+    components = {kind: tally(params, dedupe=True) for kind, params in model.component_parameters().items()}
     groups = {g: tally(params.values(), dedupe=False) for g, params in model.groups().items()}
     return {
         "stage": chosen.name,

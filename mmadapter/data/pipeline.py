@@ -39,7 +39,7 @@ from mmadapter.data.skips import BadSample, SkipCounter
 __all__ = ["ShardStream", "StreamPosition", "expand_shards", "mix", "sample_stages", "shard_order"]
 
 Prepare = Callable[[DecodedSample], Sample]
-_REMOTE = ("pipe:", "http://", "https://", "s3://", "gs://")
+REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def expand_shards(spec: str | Sequence[str], base: Path | None = None) -> list[s
     urls: list[str] = []
     for s in specs:
         for url in braceexpand.braceexpand(s):
-            if url.startswith(_REMOTE):
+            if url.startswith(REMOTE_PREFIXES):
                 urls.append(url)
                 continue
             path = Path(url).expanduser()
@@ -224,14 +224,14 @@ class _TarErrors:
     def check_tail(self, sources: Iterator[dict[str, str]]) -> Iterator[dict[str, str]]:
         for source in sources:
             url = source["url"]
-            if not url.startswith(_REMOTE) and _tail_is_cut(Path(url)) and url not in self.urls:
+            if not url.startswith(REMOTE_PREFIXES) and tail_is_cut(Path(url)) and url not in self.urls:
                 self.urls.add(url)
                 self.counter.record(BadSample("truncated_tar", None, "the tar does not end with its end blocks", url))
             yield source  # the members before the cut are still good
 
     def handler(self, exc: BaseException) -> bool:
         if isinstance(exc, (tarfile.TarError, EOFError)):
-            url = _shard_of(exc)
+            url = shard_of_error(exc)
             if url is not None and url in self.urls:
                 return True
             if url is not None:
@@ -239,7 +239,7 @@ class _TarErrors:
         return self.counter.handler(exc)
 
 
-def _shard_of(exc: BaseException) -> str | None:
+def shard_of_error(exc: BaseException) -> str | None:
     """The shard a tar error came from: webdataset writes the file object into the message
     (``... @ <_io.BufferedReader name='/path'>``) and later appends the URL to the arguments."""
     for arg in exc.args:
@@ -251,7 +251,7 @@ def _shard_of(exc: BaseException) -> str | None:
     return None
 
 
-def _tail_is_cut(path: Path) -> bool:
+def tail_is_cut(path: Path) -> bool:
     """A complete tar is a whole number of 512-byte blocks ending in two zero blocks."""
     size = path.stat().st_size
     if size < 1024 or size % 512:

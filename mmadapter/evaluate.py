@@ -1,0 +1,245 @@
+"""Evaluation: batched inference against references, scored at corpus level overall, per language and per task.
+
+``mmadapter eval --checkpoint RUN --input SHARDS|MANIFEST --metric wer`` answers every sample (through
+:class:`~mmadapter.inference.InferenceRunner`), keeps the predictions file (``--predictions``, or
+``REPORT.predictions.jsonl`` next to ``--output REPORT.json``; with neither, predictions are not kept), prints
+a table and reports::
+
+    {"metric": "wer", "overall": 0.12, "n": 120, "errors": 1, "unscored": 0,
+     "by_lang": {"en": {"metric": "wer", "score": 0.1, "n": 100}, "zh": {"metric": "cer", ...}},
+     "by_task": {"asr": {...}}, "predictions": "report.predictions.jsonl"}
+
+``n`` counts scored items (an output and a reference); ``errors`` items that failed (excluded from the
+scores); ``unscored`` items answered without a reference. Every score is computed at corpus level within its
+group (:mod:`mmadapter.metrics`), so ``overall`` is not an average of the groups; it is ``null`` with no
+scored item. A group's ``metric`` is ``cer`` where WER was asked for but the language is scored by
+characters (zh, ja, th). Samples without ``lang`` are scored as ``--lang`` (default: none, Whisper's basic
+normaliser) and grouped under ``"unknown"``, as samples without ``task`` are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmadapter.artefact import atomic_write
+from mmadapter.inference import (
+    GenerationOptions,
+    InferenceRunner,
+    Prediction,
+    add_generation_arguments,
+    generation_options,
+    load_model,
+    write_predictions,
+)
+from mmadapter.inference_inputs import Request, open_requests
+from mmadapter.metrics import METRICS, Metric, corpus_score, metric_for
+
+if TYPE_CHECKING:
+    from mmadapter.model import MultimodalLM
+
+__all__ = [
+    "UNKNOWN",
+    "add_arguments",
+    "evaluate",
+    "format_report",
+    "predictions_path",
+    "read_predictions",
+    "run",
+    "score_predictions",
+]
+
+UNKNOWN = "unknown"  # the group of samples without lang / task
+
+
+def _check_metric(metric: str) -> Metric:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; available: {', '.join(METRICS)}")
+    return metric  # type: ignore[return-value]
+
+
+def _group(
+    metric: Metric, lines: Sequence[Mapping[str, Any]], langs: Sequence[str | None], by: Callable[[int], str]
+) -> dict[str, dict[str, Any]]:
+    members: dict[str, list[int]] = {}
+    for i in range(len(lines)):
+        members.setdefault(by(i), []).append(i)
+    out = {}
+    for name in sorted(members):
+        idx = members[name]
+        kinds = {metric_for(metric, langs[i]) for i in idx}
+        refs = [lines[i]["reference"] for i in idx]
+        hyps = [lines[i]["output"] for i in idx]
+        score = corpus_score(metric, refs, hyps, [langs[i] for i in idx])
+        out[name] = {"metric": kinds.pop() if len(kinds) == 1 else metric, "score": score, "n": len(idx)}
+    return out
+
+
+def score_predictions(
+    lines: Iterable[Mapping[str, Any]], metric: Metric | str, default_lang: str | None = None
+) -> dict[str, Any]:
+    """The report (see the module docstring) of prediction lines as :func:`write_predictions` writes them.
+
+    Args:
+        lines: ``{"key", "output", "reference", "lang"?, "task"?}`` or ``{"key", "error"}`` each.
+        metric: One of :data:`~mmadapter.metrics.METRICS`.
+        default_lang: The language of lines without ``lang``.
+
+    Raises:
+        ValueError: an unknown metric.
+    """
+    metric = _check_metric(metric)
+    lines = list(lines)
+    scored = [line for line in lines if "error" not in line and line.get("reference") is not None]
+    errors = sum("error" in line for line in lines)
+    langs = [line.get("lang") or default_lang for line in scored]
+    refs = [line["reference"] for line in scored]
+    hyps = [line["output"] for line in scored]
+    return {
+        "metric": metric,
+        "overall": corpus_score(metric, refs, hyps, langs) if scored else None,
+        "n": len(scored),
+        "errors": errors,
+        "unscored": len(lines) - errors - len(scored),
+        "by_lang": _group(metric, scored, langs, lambda i: langs[i] or UNKNOWN),
+        "by_task": _group(metric, scored, langs, lambda i: scored[i].get("task") or UNKNOWN),
+    }
+
+
+def _kept(requests: Iterable[Request], tasks: Sequence[str]) -> Iterator[Request]:
+    """Requests of the given tasks, plus failures whose task is unknown (they still count as errors)."""
+    for request in requests:
+        if request.task in tasks or (request.error is not None and request.task is None):
+            yield request
+
+
+def evaluate(
+    model_or_dir: MultimodalLM | Path | str,
+    inputs: str | Path | Sequence[str | Path],
+    metric: Metric | str = "wer",
+    *,
+    batch_size: int = 8,
+    options: GenerationOptions | None = None,
+    predictions: Path | str | None = None,
+    tasks: Sequence[str] | None = None,
+    default_lang: str | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Answer every sample of ``inputs`` and score the answers against their references.
+
+    Args:
+        model_or_dir: A model (e.g. the one being trained; its train/eval mode is restored) or an artefact
+            directory.
+        inputs: Shards (``.tar`` paths, brace patterns) or a ``.jsonl`` manifest with references.
+        metric: One of :data:`~mmadapter.metrics.METRICS`.
+        batch_size: Samples generated together.
+        options: Decoding settings (greedy by default).
+        predictions: Where to write the prediction lines; ``None`` keeps them in memory only.
+        tasks: Only samples of these tasks (default: all).
+        default_lang: The language of samples without ``lang``.
+        device: Where to load an artefact (ignored for a model).
+
+    Returns:
+        The report described in the module docstring (with ``"predictions"`` when written).
+    """
+    metric = _check_metric(metric)
+    requests = open_requests(inputs)
+    if tasks:
+        requests = _kept(requests, tasks)
+    model = model_or_dir if not isinstance(model_or_dir, str | Path) else load_model(model_or_dir, device)
+    collected: list[Prediction] = []
+
+    def keep(stream: Iterable[Prediction]) -> Iterator[Prediction]:
+        for prediction in stream:
+            collected.append(prediction)
+            yield prediction
+
+    stream = keep(InferenceRunner(model, batch_size, options).predict(requests))
+    if predictions is None:
+        for _ in stream:
+            pass
+    else:
+        write_predictions(stream, predictions)
+    report = score_predictions([p.to_json() for p in collected], metric, default_lang)
+    if predictions is not None:
+        report["predictions"] = str(predictions)
+    return report
+
+
+def read_predictions(path: Path | str) -> list[dict[str, Any]]:
+    """The lines of a predictions file (to re-score with :func:`score_predictions`)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def predictions_path(report: Path | str) -> Path:
+    """Where the predictions of ``report.json`` go: ``report.predictions.jsonl`` next to it."""
+    return Path(report).with_suffix(".predictions.jsonl")
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """A small table: the overall score, then one row per language and per task."""
+
+    def fmt(metric: str, score: float | None) -> str:
+        if score is None:
+            return "-"
+        return f"{score:.2f}" if metric in ("bleu", "chrf") else f"{score:.4f}"
+
+    metric = report["metric"]
+    lines = [
+        f"{metric} {fmt(metric, report['overall'])} over {report['n']} item(s); "
+        f"{report['errors']} error(s), {report['unscored']} without reference"
+    ]
+    for title in ("lang", "task"):
+        groups = report[f"by_{title}"]
+        width = max([len(title), *map(len, groups)])
+        lines.append(f"{title:<{width}}  metric  {'score':>9}  {'n':>6}")
+        for name, g in groups.items():
+            lines.append(f"{name:<{width}}  {g['metric']:<6}  {fmt(g['metric'], g['score']):>9}  {g['n']:>6}")
+    if "predictions" in report:
+        lines.append(f"predictions: {report['predictions']}")
+    return "\n".join(lines)
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``mmadapter eval``; pair with :func:`run`."""
+    parser.add_argument("--checkpoint", required=True, type=Path, help="artefact directory (a training run)")
+    parser.add_argument(
+        "--input", required=True, nargs="+", help="shards (.tar paths, brace pattern) or a MANIFEST.jsonl"
+    )
+    parser.add_argument("--metric", choices=METRICS, default="wer", help="corpus-level metric (default: wer)")
+    parser.add_argument("--output", type=Path, help="write the report JSON here")
+    parser.add_argument(
+        "--predictions", type=Path, help="prediction lines (default: REPORT.predictions.jsonl next to --output)"
+    )
+    parser.add_argument("--task", action="append", help="evaluate only samples of this task (repeatable)")
+    parser.add_argument("--lang", help="language of samples without one (e.g. en for the English normaliser)")
+    add_generation_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``mmadapter eval``: print the table (and write the report); 0 when at least one item was scored."""
+    predictions = args.predictions or (predictions_path(args.output) if args.output else None)
+    report = evaluate(
+        args.checkpoint,
+        args.input,
+        args.metric,
+        batch_size=args.batch_size,
+        options=generation_options(args),
+        predictions=predictions,
+        tasks=args.task,
+        default_lang=args.lang,
+        device=args.device,
+    )
+    print(format_report(report))
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.output, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
+        print(f"report: {args.output}")
+    return 0 if report["n"] else 1

@@ -1,0 +1,342 @@
+"""What inference reads: single files, folders, JSONL manifests and webdataset shards, as :class:`Request` s.
+
+Every source yields one :class:`Request` per item, lazily and in input order, so that only one batch of
+decoded media is held at a time. An item that cannot be read (missing file, corrupt audio or image, bad
+JSON line, placeholder mismatch) becomes a request that carries its ``error`` instead of raising, so one
+bad item never stops the others. A truncated shard yields one failed request with no key.
+
+Prompts (folders, single files and manifest lines in the short form): with no prompt, each modality's
+default from :data:`~mmadapter.data.manifest.DEFAULT_PROMPTS` (``asr`` for audio, ``caption`` for images,
+``graph_caption`` for graphs); a prompt without a placeholder for a modality that has items gets one
+placeholder per item prepended (``"<image>\\nWhat colour is it?"``, LLaVA's layout). A manifest line's
+``messages`` are never changed.
+
+References: when a conversation ends with an assistant turn, that turn is the reference and the turns
+before it are the prompt (so multi-turn chats are answered at their last assistant turn); a conversation
+ending with a user turn is all prompt and has no reference.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+
+from mmadapter.config import MODALITIES
+from mmadapter.data.audio import decode_audio
+from mmadapter.data.graph import decode_graph
+from mmadapter.data.image import decode_image
+from mmadapter.data.manifest import (
+    DEFAULT_PROMPTS,
+    MODALITY_PLACEHOLDERS,
+    check_placeholders,
+    iter_manifest_lines,
+    media_extension,
+    parse_record,
+    read_media,
+)
+from mmadapter.data.members import decode_sample
+from mmadapter.data.pipeline import REMOTE_PREFIXES, expand_shards, shard_of_error, tail_is_cut
+from mmadapter.data.skips import BadSample, as_bad_sample
+
+__all__ = [
+    "MODALITY_TASKS",
+    "Request",
+    "build_prompt",
+    "file_request",
+    "folder_requests",
+    "manifest_requests",
+    "open_requests",
+    "shard_requests",
+    "split_reference",
+]
+
+# The task whose default prompt an item of each modality gets when no prompt is given.
+MODALITY_TASKS: dict[str, str] = {"audio": "asr", "image": "caption", "graph": "graph_caption"}
+_DECODERS: dict[str, Callable[[bytes, str], Any]] = {
+    "audio": decode_audio,
+    "image": decode_image,
+    "graph": decode_graph,
+}
+_UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass
+class Request:
+    """One item to answer, or the reason it cannot be.
+
+    Attributes:
+        key: The item key (``None`` only for a failure that has none, e.g. an unparsable manifest line).
+        messages: The prompt turns (the reference turn removed).
+        items: Per modality, decoded items in placeholder order: ``(t,)`` float32 16 kHz waveforms, RGB PIL
+            images, graph array mappings.
+        reference: The expected answer, when the input has one.
+        lang: The sample's ``lang``, when known.
+        task: The sample's ``task``, when known.
+        error: Why the item cannot be answered; when set, only ``key``, ``lang`` and ``task`` may be filled.
+    """
+
+    key: str | None
+    messages: list[dict[str, str]] = field(default_factory=list)
+    items: dict[str, list[Any]] = field(default_factory=dict)
+    reference: str | None = None
+    lang: str | None = None
+    task: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def failed(
+        cls, key: str | None, error: BaseException | str, lang: str | None = None, task: str | None = None
+    ) -> Request:
+        """A request that only reports ``error`` (a :class:`BadSample` reads ``sample 'k' (where): reason: …``)."""
+        if isinstance(error, BaseException) and not isinstance(error, BadSample):
+            error = f"{type(error).__name__}: {error}"
+        return cls(key=key, lang=lang, task=task, error=str(error))
+
+
+def build_prompt(prompt: str | None, counts: Mapping[str, int]) -> str:
+    """The user prompt for items counted per modality (see the module docstring for the rules).
+
+    Raises:
+        ValueError: neither a prompt nor any item.
+    """
+    present = [m for m in MODALITIES if counts.get(m, 0) > 0]
+    if prompt is None:
+        if not present:
+            raise ValueError("nothing to answer: give a prompt or at least one audio, image or graph item")
+        return " ".join(_expand_default(DEFAULT_PROMPTS[MODALITY_TASKS[m]], counts) for m in present)
+    missing = [
+        MODALITY_PLACEHOLDERS[m] for m in present if MODALITY_PLACEHOLDERS[m] not in prompt for _ in range(counts[m])
+    ]
+    return f"{' '.join(missing)}\n{prompt}" if missing else prompt
+
+
+def _expand_default(prompt: str, counts: Mapping[str, int]) -> str:
+    """A default prompt with its one placeholder of a modality repeated once per item of that modality."""
+    for modality, holder in MODALITY_PLACEHOLDERS.items():
+        if prompt.count(holder) == 1 and counts.get(modality, 0) > 1:
+            prompt = prompt.replace(holder, " ".join([holder] * counts[modality]))
+    return prompt
+
+
+def split_reference(
+    messages: Sequence[Mapping[str, str]], key: str | None = None, source: str | None = None
+) -> tuple[list[dict[str, str]], str | None]:
+    """``(prompt turns, reference)``: a final assistant turn is the reference (``None`` without one).
+
+    Raises:
+        BadSample: ``bad_json`` when no user turn is left to answer.
+    """
+    turns = [dict(m) for m in messages]
+    reference = turns.pop()["content"] if turns and turns[-1]["role"] == "assistant" else None
+    if not any(t["role"] == "user" for t in turns):
+        raise BadSample("bad_json", key, "no user turn before the answer: nothing to prompt with", source)
+    return turns, reference
+
+
+def _read(path: Path, modality: str, key: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:  # missing, a directory, unreadable
+        raise BadSample("missing_file", key, f"{modality} file {path}: {e.strerror or e}") from e
+
+
+def _decode(media: Mapping[str, Sequence[tuple[str, bytes]]]) -> dict[str, list[Any]]:
+    return {m: [_DECODERS[m](data, name) for name, data in pairs] for m, pairs in media.items() if pairs}
+
+
+def file_request(key: str, media: Mapping[str, Sequence[Path | str]], prompt: str | None = None) -> Request:
+    """One request from media files on disk (single mode, folders).
+
+    Args:
+        key: The item key.
+        media: Per modality, the file paths in placeholder order.
+        prompt: The user prompt; ``None`` for the modality defaults. Placeholders are added where missing.
+
+    Returns:
+        The request, or a failed one (missing file, undecodable media, placeholder mismatch).
+    """
+    counts = {m: len(paths) for m, paths in media.items()}
+    try:
+        messages = [{"role": "user", "content": build_prompt(prompt, counts)}]
+        check_placeholders(messages, counts, key)
+        data = {m: [(str(p), _read(Path(p), m, key)) for p in paths] for m, paths in media.items()}
+        return Request(key, messages, _decode(data))
+    except BadSample as e:
+        return Request.failed(key, e.with_key(key))
+    except ValueError as e:
+        return Request.failed(key, e)
+
+
+def _media_kind(path: Path) -> tuple[str, str] | None:
+    """``(modality, extension)`` of a media file name, or ``None`` for any other file."""
+    return next(((m, ext) for m in MODALITIES if (ext := media_extension(path, m)) is not None), None)
+
+
+def _unique_key(stem: str, seen: set[str]) -> str:
+    base = _UNSAFE_KEY.sub("_", stem).strip("_") or "item"
+    key, n = base, 1
+    while key in seen:
+        n += 1
+        key = f"{base}-{n}"
+    seen.add(key)
+    return key
+
+
+def folder_requests(folder: Path | str, prompt: str | None = None) -> Iterator[Request]:
+    """One request per audio, image or graph file directly in ``folder``, sorted by file name.
+
+    Keys are file stems with characters other than letters, digits, ``_`` and ``-`` replaced by ``_``
+    (``-2``, ``-3``, … appended on collisions, e.g. ``a.flac`` and ``a.png``). Other files are ignored.
+    """
+    files = sorted((p for p in Path(folder).iterdir() if p.is_file() and _media_kind(p)), key=lambda p: p.name)
+    seen: set[str] = set()
+    for path in files:
+        kind = _media_kind(path)
+        assert kind is not None
+        modality, ext = kind
+        key = _unique_key(path.name[: -len(ext) - 1], seen)
+        yield file_request(key, {modality: [path]}, prompt)
+
+
+def _with_prompt(line: bytes, prompt: str | None) -> bytes:
+    """A short-form line's prompt completed: the line's own (or its task's default, or ``prompt``, or the
+    modality defaults) with missing placeholders prepended. Other lines are returned unchanged."""
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return line  # parse_record reports it
+    if not isinstance(record, dict) or "messages" in record:
+        return line
+    counts = {m: len(v) if isinstance(v, list) else int(bool(v)) for m in MODALITIES if (v := record.get(m))}
+    task = record.get("task")
+    default = DEFAULT_PROMPTS.get(task) if isinstance(task, str) else None
+    own = record.get("prompt", None if default is None else _expand_default(default, counts))
+    if own is not None and not isinstance(own, str):
+        return line
+    try:
+        record["prompt"] = build_prompt(own if own is not None else prompt, counts)
+    except ValueError:
+        return line
+    return json.dumps(record).encode()
+
+
+def manifest_requests(path: Path | str, prompt: str | None = None) -> Iterator[Request]:
+    """One request per non-blank line of a JSONL manifest (DESIGN.md §5), in line order.
+
+    Media paths are relative to the manifest. A line may hold ``messages`` (any number of turns and items)
+    or the short form; its final assistant turn (or ``response``) is the reference, and ``lang`` and
+    ``task`` are kept. ``prompt`` serves short-form lines that have neither a prompt nor a task default.
+
+    Raises:
+        FileNotFoundError: the manifest does not exist (bad lines become failed requests instead).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    return _manifest_requests(path, prompt)
+
+
+def _manifest_requests(path: Path, prompt: str | None) -> Iterator[Request]:
+    for source, line in iter_manifest_lines(path):
+        key = lang = task = None
+        try:
+            record = parse_record(_with_prompt(line, prompt), path.parent, source, require_response=False)
+            key, lang, task = record.key, record.meta.get("lang"), record.meta.get("task")
+            messages, reference = split_reference(record.messages, key, source)
+            media = read_media(record)
+            items = _decode({m: list(zip(map(str, record.media[m]), datas, strict=True)) for m, datas in media.items()})
+        except BadSample as e:
+            yield Request.failed(key or e.key, e.with_key(key, source), lang, task)
+            continue
+        yield Request(key, messages, items, reference, lang, task)
+
+
+def shard_requests(spec: str | Sequence[str]) -> Iterator[Request]:
+    """One request per sample of webdataset shards, read with our decoder (never webdataset's).
+
+    Args:
+        spec: A brace pattern (``shards/shard-{000000..000009}.tar``), a ``.tar`` path, or a list of them.
+
+    Raises:
+        FileNotFoundError: a local shard does not exist (a truncated one becomes a failed request).
+    """
+    return _shard_requests(expand_shards(spec))
+
+
+def _shard_requests(urls: list[str]) -> Iterator[Request]:
+    errors: list[BaseException] = []
+
+    def handler(exc: BaseException) -> bool:
+        errors.append(exc)
+        return True
+
+    def sources() -> Iterator[dict[str, str]]:
+        for url in urls:
+            # A cut inside a member header reads as a clean end to tarfile; the tail tells.
+            if not url.startswith(REMOTE_PREFIXES) and tail_is_cut(Path(url)):
+                errors.append(BadSample("truncated_tar", None, "the tar does not end with its end blocks", url))
+            yield {"url": url}
+
+    pipeline = wds.DataPipeline(sources, wds.tarfile_to_samples(handler=handler))
+    cut: set[str] = set()
+    for raw in pipeline:
+        yield from _tar_errors(errors, cut)
+        yield _shard_request(raw)
+    yield from _tar_errors(errors, cut)
+
+
+def _tar_errors(errors: list[BaseException], cut: set[str]) -> Iterator[Request]:
+    """One failed request per truncated shard (webdataset reports one read error up to twice)."""
+    while errors:
+        exc = errors.pop(0)
+        url = exc.source if isinstance(exc, BadSample) else shard_of_error(exc)
+        if url is not None and url in cut:
+            continue
+        if url is not None:
+            cut.add(url)
+        bad = as_bad_sample(exc, source=url)
+        yield Request.failed(None, bad if bad is not None else exc)
+
+
+def _shard_request(raw: Mapping[str, Any]) -> Request:
+    key = str(raw.get("__key__"))
+    try:
+        decoded = decode_sample(raw, require_response=False)
+        messages, reference = split_reference(decoded["messages"], key, decoded["url"])
+    except BadSample as e:
+        return Request.failed(key, e)
+    meta = decoded["meta"]
+    items = {m: list(decoded[m]) for m in MODALITIES if decoded[m]}  # type: ignore[literal-required]
+    lang, task = (value if isinstance(value, str) else None for value in (meta.get("lang"), meta.get("task")))
+    return Request(key, messages, items, reference, lang, task)
+
+
+def open_requests(inputs: str | Path | Sequence[str | Path], prompt: str | None = None) -> Iterator[Request]:
+    """The requests of ``--input``: a folder, a ``.jsonl`` manifest, or shards (``.tar`` paths, brace patterns).
+
+    Args:
+        inputs: One folder or manifest, or one or more shard specs.
+        prompt: The prompt for folder items and short-form manifest lines without one (not for shards,
+            whose samples carry their own).
+
+    Raises:
+        FileNotFoundError: the folder, manifest or a shard does not exist.
+        ValueError: the input is none of the kinds above.
+    """
+    specs = [str(inputs)] if isinstance(inputs, str | Path) else [str(s) for s in inputs]
+    if len(specs) == 1 and Path(specs[0]).is_dir():
+        return folder_requests(specs[0], prompt)
+    if len(specs) == 1 and specs[0].endswith(".jsonl"):
+        return manifest_requests(specs[0], prompt)
+    if specs and all(s.endswith(".tar") or "{" in s for s in specs):
+        return shard_requests(specs)
+    raise ValueError(
+        f"input {' '.join(specs)!r} is not a folder, a .jsonl manifest, or webdataset shards "
+        "(.tar paths or a brace pattern such as shards/shard-{000000..000009}.tar)"
+    )

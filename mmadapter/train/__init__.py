@@ -1,0 +1,1 @@
+"""Training on PyTorch Lightning: stage modules, data loaders, callbacks, resume checkpoints."""

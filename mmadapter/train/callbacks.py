@@ -1,0 +1,102 @@
+"""Callbacks of a training run: metrics.jsonl, resume checkpoints, the best artefact."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from mmadapter.artefact import save_artefact
+
+__all__ = ["BestArtefact", "MetricsLog", "PeriodicCheckpoint"]
+
+
+def _scalars(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+class MetricsLog(L.Callback):
+    """Appends one JSON object per logging step to ``metrics.jsonl`` (rank 0): ``step``, ``stage``, ``loss``,
+    ``lr``, ``tokens_per_s``, ``skipped`` and validation metrics when they are computed.
+
+    On resume, lines of this stage past the resumed step are dropped first, so the file reads as one run.
+    """
+
+    def __init__(self, path: Path, stage: str, every: int) -> None:
+        self.path = path
+        self.stage = stage
+        self.every = every
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.path.exists():
+            keep = []
+            for line in self.path.read_text().splitlines():
+                row = json.loads(line)
+                if row.get("stage") != self.stage or row.get("step", 0) <= trainer.global_step:
+                    keep.append(line)
+            self.path.write_text("".join(f"{line}\n" for line in keep))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every == 0 or step in (1, trainer.max_steps):
+            self._write(trainer, {k: v for k, v in _scalars(trainer).items() if not k.startswith("val_")})
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._write(trainer, {k: v for k, v in _scalars(trainer).items() if k.startswith("val_")})
+
+    def _write(self, trainer: L.Trainer, values: dict[str, float]) -> None:
+        if not trainer.is_global_zero or not values:
+            return
+        row = {"step": trainer.global_step, "stage": self.stage} | values
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class PeriodicCheckpoint(L.Callback):
+    """Writes the resume checkpoint ``path`` every ``every`` optimizer steps and at the end of the stage."""
+
+    def __init__(self, path: Path, every: int) -> None:
+        self.path = path
+        self.every = every
+        self._last = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step and step % self.every == 0 and step != self._last:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._last:
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._last = trainer.global_step
+
+
+class BestArtefact(L.Callback):
+    """Keeps the artefact with the best validation ``metric`` in ``directory`` (rank 0)."""
+
+    def __init__(self, directory: Path, metric: str, mode: str) -> None:
+        self.directory = directory
+        self.metric = metric
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.best = math.inf
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = _scalars(trainer).get(self.metric)
+        if trainer.sanity_checking or value is None or not trainer.is_global_zero:
+            return
+        if self.sign * value < self.best:
+            self.best = self.sign * value
+            save_artefact(pl_module.model, self.directory, {"best": {self.metric: value, "step": trainer.global_step}})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = float(state_dict["best"])

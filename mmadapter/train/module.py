@@ -1,0 +1,178 @@
+"""The LightningModule around :class:`MultimodalLM` for one training stage."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from mmadapter.batch import MultimodalBatch
+from mmadapter.config import StageConfig, TrainConfig
+from mmadapter.data.skips import SkipCounter
+from mmadapter.model import MultimodalLM
+from mmadapter.train.optim import build_optimizer, warmup_cosine
+
+__all__ = ["NonFiniteLoss", "StageModule"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+class StageModule(L.LightningModule):
+    """Trains the groups of one stage; checkpoints hold only their weights plus the RNG and data state.
+
+    Args:
+        model: The model, with the stage's groups already trainable.
+        stage: The stage being trained.
+        train: The recipe's train section.
+        max_steps: Optimizer steps of this stage.
+        max_bad_fraction: Stop when more of the data stream than this was skipped.
+        keys_log: Where to append each batch's sample keys (``train.log_sample_keys``), a line per batch.
+    """
+
+    def __init__(
+        self,
+        model: MultimodalLM,
+        stage: StageConfig,
+        train: TrainConfig,
+        max_steps: int,
+        max_bad_fraction: float,
+        keys_log: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.stage = stage
+        self.train_cfg = train
+        self.max_steps = max_steps
+        self.max_bad_fraction = max_bad_fraction
+        self.keys_log = keys_log
+        self.strict_loading = False  # checkpoints carry only the trainable weights
+        self.skips = SkipCounter()
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self.tokens = 0
+        self._step_tokens = 0
+        self._clock = time.perf_counter()
+        self._val = torch.zeros(2, dtype=torch.float64)
+
+    # --- training -----------------------------------------------------------------------------------------
+
+    def training_step(self, batch: MultimodalBatch, batch_idx: int) -> torch.Tensor | None:
+        if batch.skipped:
+            self.skips.merge(batch.skipped)
+            self.skips.check(self.max_bad_fraction)
+        if self.keys_log is not None:
+            path = self.keys_log / f"rank{self.global_rank}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as f:
+                f.write(" ".join(batch.keys) + "\n")
+        out = self.model(batch)
+        loss = out.loss + sum(out.aux.get(k, 0.0) for k in out.aux if k.endswith("_loss"))
+        tokens = batch.num_tokens()
+        self.tokens += tokens
+        self._step_tokens += tokens
+        if not torch.isfinite(loss):
+            self._nonfinite(f"loss is {loss.item()}")
+            return None
+        self.log("loss", loss.detach(), prog_bar=True, batch_size=1)
+        for name, value in out.aux.items():
+            self.log(name, value.detach().float(), batch_size=1)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all():
+            for g in optimizer.param_groups:
+                for p in g["params"]:
+                    p.grad = None  # AdamW leaves parameters without a gradient untouched: the step is skipped
+            self._nonfinite("gradient is not finite")
+        else:
+            self.nonfinite_in_a_row = 0
+
+    def on_train_batch_end(self, outputs: Any, batch: MultimodalBatch, batch_idx: int) -> None:
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
+            return
+        now = time.perf_counter()
+        rate = self._step_tokens / max(now - self._clock, 1e-9)
+        self._clock, self._step_tokens = now, 0
+        self.log("tokens_per_s", rate, prog_bar=True, batch_size=1)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
+        self.log("skipped", float(self.skips.skipped), batch_size=1)
+
+    def _nonfinite(self, what: str) -> None:
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        log.warning("step %d skipped: %s (%d in a row)", self.global_step, what, self.nonfinite_in_a_row)
+        if self.nonfinite_in_a_row >= self.train_cfg.max_nonfinite:
+            raise NonFiniteLoss(
+                f"{self.nonfinite_in_a_row} consecutive steps were non-finite ({what}); "
+                f"lower the learning rate or check the data (train.max_nonfinite={self.train_cfg.max_nonfinite})"
+            )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.model.groups(), self.stage, self.train_cfg)
+        cfg = self.train_cfg
+        schedule = LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, cfg.warmup_steps, self.max_steps, cfg.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # --- validation ---------------------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = torch.zeros(2, dtype=torch.float64)  # (summed token loss, labelled tokens)
+
+    def validation_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
+        out = self.model(batch)
+        self._val += torch.tensor([float(out.loss) * out.num_labels, out.num_labels], dtype=torch.float64)
+
+    def on_validation_epoch_end(self) -> None:
+        total = self.trainer.strategy.reduce(self._val.to(self.device), reduce_op="sum")
+        if float(total[1]) > 0:
+            self.log("val_loss", float(total[0] / total[1]), prog_bar=True, batch_size=1)
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Only the weights this stage trains (the frozen rest is rebuilt from the recipe)."""
+        full = super().state_dict(*args, **kwargs)
+        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        return {k: v for k, v in full.items() if k in trainable}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["mmadapter"] = {
+            "stage": self.stage.name,
+            "consumed_batches": self.global_step * self.trainer.accumulate_grad_batches,
+            "tokens": self.tokens,
+            "skips": self.skips.as_dict(),
+            "nonfinite_total": self.nonfinite_total,
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": _python_rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("mmadapter", {})
+        if state.get("stage", self.stage.name) != self.stage.name:
+            raise ValueError(f"checkpoint is of stage {state['stage']!r}, not {self.stage.name!r}")
+        self.tokens = int(state.get("tokens", 0))
+        self.skips = SkipCounter.from_dict(state.get("skips", {}))
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        if "python_rng" in state:
+            version, internal, gauss = state["python_rng"]
+            random.setstate((version, tuple(internal), gauss))
+
+
+def _python_rng_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]

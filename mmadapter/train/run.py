@@ -1,0 +1,215 @@
+"""``mmadapter train``: run a recipe's stages on PyTorch Lightning into a run directory (DESIGN.md §6).
+
+Run directory: the artefact at the top (``recipe.yaml``, ``adapter.safetensors``, …), ``stages/<name>/``
+(the artefact after each stage), ``best/`` (best validation artefact, when validating), ``metrics.jsonl``,
+``checkpoints/<stage>.ckpt`` (resume state) with ``checkpoints/state.json`` (finished stages), ``tb/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from mmadapter.artefact import atomic_write, load_trained_weights, save_artefact
+from mmadapter.config import Recipe, RecipeError, StageConfig, load_recipe
+from mmadapter.data.pipeline import expand_shards
+from mmadapter.data.skips import SkipCounter
+from mmadapter.model import MultimodalLM
+from mmadapter.train.callbacks import BestArtefact, MetricsLog, PeriodicCheckpoint
+from mmadapter.train.checkpoint_io import SafeCheckpointIO
+from mmadapter.train.data import stage_data, train_loader, val_loader
+from mmadapter.train.module import StageModule
+
+__all__ = ["add_arguments", "run", "train", "validate_for_training"]
+
+log = logging.getLogger(__name__)
+
+
+def validate_for_training(recipe: Recipe, cuda: bool | None = None) -> None:
+    """Checks that need the machine: GPU-only strategies and precisions are rejected on CPU."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    problems = []
+    if recipe.train.strategy in ("fsdp", "deepspeed") and not cuda:
+        problems.append(("train.strategy", f"{recipe.train.strategy!r} needs CUDA GPUs; on CPU use 'auto' or 'ddp'"))
+    if recipe.train.precision == "16-mixed" and not cuda:
+        problems.append(("train.precision", "'16-mixed' needs a CUDA GPU; on CPU use '32-true' or 'bf16-mixed'"))
+    for i, stage in enumerate(recipe.train.stages):
+        if stage.init_from and not (Path(stage.init_from) / "adapter.safetensors").is_file():
+            problems.append((f"train.stages.{i}.init_from", f"{stage.init_from} is not an mmadapter artefact"))
+    if not recipe.data.train and not any(s.data and s.data.get("train") for s in recipe.train.stages):
+        problems.append(("data.train", "no training shards: add [{shards: ..., weight: ...}]"))
+    if problems:
+        raise RecipeError(problems)
+
+
+def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
+    """Train every stage of ``recipe`` into ``run_dir``; returns the run directory.
+
+    Raises:
+        FileExistsError: ``run_dir`` already holds a run and ``resume`` is false.
+    """
+    validate_for_training(recipe)
+    run_dir = Path(run_dir)
+    state_path = run_dir / "checkpoints" / "state.json"
+    # Lightning's DDP launcher re-runs this command in each extra process (with LOCAL_RANK set): only the
+    # launching process judges whether the directory is free.
+    launcher = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    if launcher and not resume and (run_dir / "checkpoints").exists():
+        raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run")
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    done: list[str] = json.loads(state_path.read_text())["completed"] if resume and state_path.exists() else []
+
+    L.seed_everything(recipe.train.seed, workers=True, verbose=False)
+    model = MultimodalLM.from_recipe(recipe)
+    if recipe.train.activation_checkpointing:
+        model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    started, totals = time.perf_counter(), {"steps": 0, "tokens": 0}
+    skips = SkipCounter()
+    is_zero = True
+    for index, stage in enumerate(recipe.train.stages):
+        if stage.name in done:
+            load_trained_weights(model, run_dir / "stages" / stage.name)
+            continue
+        if stage.init_from:
+            load_trained_weights(model, stage.init_from)
+        trainer, module = _fit_stage(model, recipe, stage, index, run_dir, resume)
+        is_zero = trainer.is_global_zero
+        totals["steps"] += trainer.global_step
+        totals["tokens"] += module.tokens
+        skips.merge(module.skips)
+        if is_zero:
+            save_artefact(model, run_dir / "stages" / stage.name, _provenance(recipe, stage, trainer))
+            done.append(stage.name)
+            atomic_write(state_path, json.dumps({"completed": done}).encode())
+    if is_zero:
+        save_artefact(model, run_dir, _provenance(recipe, None, None))
+        _print_summary(run_dir, time.perf_counter() - started, totals, skips)
+    return run_dir
+
+
+def _fit_stage(
+    model: MultimodalLM, recipe: Recipe, stage: StageConfig, index: int, run_dir: Path, resume: bool
+) -> tuple[L.Trainer, StageModule]:
+    cfg = recipe.train
+    names = model.set_trainable(stage.trainable)
+    log.info("stage %s trains %d tensors in groups %s", stage.name, len(names), stage.trainable)
+    max_steps = stage.max_steps or cfg.max_steps
+    data = stage_data(recipe, stage)
+    keys_log = run_dir / "sample_keys" if cfg.log_sample_keys else None
+    module = StageModule(model, stage, cfg, max_steps, data.max_bad_fraction, keys_log)
+    ckpt = run_dir / "checkpoints" / f"{stage.name}.ckpt"
+    callbacks: list[L.Callback] = [
+        MetricsLog(run_dir / "metrics.jsonl", stage.name, cfg.log_every),
+        PeriodicCheckpoint(ckpt, cfg.checkpoint_every),
+    ]
+    if data.val and cfg.val_every:
+        callbacks.append(BestArtefact(run_dir / "best", cfg.best_metric, cfg.best_mode))
+        if cfg.early_stopping_patience:
+            callbacks.append(
+                L.pytorch.callbacks.EarlyStopping(
+                    cfg.best_metric,
+                    patience=cfg.early_stopping_patience,
+                    mode=cfg.best_mode,
+                    check_on_train_epoch_end=False,
+                )
+            )
+    trainer = L.Trainer(
+        accelerator="gpu" if torch.cuda.is_available() else "cpu",
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=_strategy(cfg.strategy),
+        precision=_precision(cfg.precision),
+        max_steps=max_steps,
+        accumulate_grad_batches=cfg.accumulate,
+        gradient_clip_val=cfg.grad_clip,
+        val_check_interval=cfg.val_every if data.val and cfg.val_every else None,
+        check_val_every_n_epoch=None,
+        limit_val_batches=cfg.val_batches or 1.0,
+        num_sanity_val_steps=0,
+        logger=L.pytorch.loggers.TensorBoardLogger(run_dir, name="tb", version=stage.name),
+        callbacks=callbacks,
+        plugins=[SafeCheckpointIO()],
+        enable_checkpointing=False,
+        use_distributed_sampler=False,
+        log_every_n_steps=cfg.log_every,
+        default_root_dir=run_dir,
+    )
+    resume_from = ckpt if resume and ckpt.is_file() else None
+    consumed = torch.load(ckpt, weights_only=True)["mmadapter"]["consumed_batches"] if resume_from else 0
+    seed = cfg.seed + 1000 * index
+    loader = train_loader(model, data, seed, trainer.global_rank, trainer.world_size, skip_batches=consumed)
+    val = val_loader(model, data, seed, trainer.global_rank, trainer.world_size) if cfg.val_every else None
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=val, ckpt_path=resume_from, weights_only=True)
+    return trainer, module
+
+
+def _strategy(name: str) -> Any:
+    if name == "ddp":
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        # Batches without some modality leave that projector unused: let DDP expect it.
+        return L.pytorch.strategies.DDPStrategy(process_group_backend=backend, find_unused_parameters=True)
+    if name == "deepspeed":
+        return "deepspeed_stage_2"
+    return name  # "auto", "fsdp"
+
+
+def _precision(name: str) -> str:
+    if name == "auto":
+        return "bf16-mixed" if torch.cuda.is_available() else "32-true"
+    return name
+
+
+def _provenance(recipe: Recipe, stage: StageConfig | None, trainer: L.Trainer | None) -> dict[str, Any]:
+    shards = []
+    for s in recipe.data.train + recipe.data.val:
+        for url in expand_shards(s.shards):
+            entry: dict[str, Any] = {"url": url}
+            path = Path(url)
+            if path.is_file():
+                entry |= {"bytes": path.stat().st_size, "sha256_head_tail": _head_tail_hash(path)}
+            shards.append(entry)
+    info: dict[str, Any] = {"shards": shards}
+    if stage is not None and trainer is not None:
+        info |= {"stage": stage.name, "steps": trainer.global_step}
+    return info
+
+
+def _head_tail_hash(path: Path, block: int = 1 << 20) -> str:
+    """sha256 of a shard's size, first and last MiB: cheap for terabytes, still catches swapped shards."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(block))
+        f.seek(max(0, path.stat().st_size - block))
+        h.update(f.read(block))
+    return h.hexdigest()
+
+
+def _print_summary(run_dir: Path, seconds: float, totals: dict[str, int], skips: SkipCounter) -> None:
+    print(
+        f"trained {totals['steps']} steps in {seconds:.0f} s, {totals['tokens']:,} tokens "
+        f"({totals['tokens'] / max(seconds, 1e-9):,.0f} tokens/s)\n"
+        f"data: {skips.summary()}\n"
+        f"artefact: {run_dir}"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="YAML recipe")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value recipe overrides")
+    parser.add_argument("--run", help="run directory (default: runs/<recipe name>)")
+    parser.add_argument("--resume", action="store_true", help="continue a killed run in --run")
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    train(recipe, args.run or Path("runs") / Path(args.recipe).stem, resume=args.resume)
+    return 0

@@ -1,0 +1,139 @@
+"""``mmadapter eval``: the report equals jiwer on the predictions file, overall and per language and task."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import jiwer
+import pytest
+import torch
+from conftest import ROOT, tiny_recipe
+from whisper_normalizer.basic import BasicTextNormalizer
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from mmadapter import evaluate as evaluation
+from mmadapter.evaluate import evaluate, read_predictions, score_predictions
+from mmadapter.model import MultimodalLM
+
+SHARDS = ROOT / "tests" / "assets" / "shards"
+MEDIA = ROOT / "tests" / "assets" / "media"
+
+
+@pytest.fixture(scope="module")
+def artefact(tmp_path_factory) -> Path:
+    model = MultimodalLM.from_recipe(tiny_recipe())
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.5 * torch.randn(p.shape, generator=gen))
+    return model.save(tmp_path_factory.mktemp("artefact"))
+
+
+def run_eval(artefact: Path, *argv: str | Path) -> int:
+    parser = argparse.ArgumentParser()
+    evaluation.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", str(artefact), "--max-new-tokens", "6", *map(str, argv)])
+    return evaluation.run(args)
+
+
+def normalised_wer(lines: list[dict]) -> float:
+    english, basic = EnglishTextNormalizer(), BasicTextNormalizer()
+
+    def norm(text: str, lang: str) -> str:
+        return " ".join((english if lang == "en" else basic)(text).split())
+
+    refs = [norm(line["reference"], line["lang"]) for line in lines]
+    hyps = [norm(line["output"], line["lang"]) for line in lines]
+    return jiwer.wer(refs, hyps)
+
+
+def test_eval_on_two_language_shards_equals_jiwer_on_the_predictions_file(artefact, tmp_path, capsys) -> None:
+    report_path = tmp_path / "report.json"
+    argv = ["--input", SHARDS / "shard-{000000..000001}.tar", "--task", "asr", "--output", report_path]
+    assert run_eval(artefact, *argv, "--temperature", "1", "--seed", "0") == 0
+    report = json.loads(report_path.read_text())
+    lines = read_predictions(tmp_path / "report.predictions.jsonl")
+    assert len(lines) == report["n"] == 6
+    assert {line["lang"] for line in lines} == {"en", "de"}
+    assert any(line["output"].strip() for line in lines)
+    assert report["metric"] == "wer"
+    assert report["errors"] == 0
+    assert report["overall"] == pytest.approx(normalised_wer(lines), abs=1e-12)
+    assert set(report["by_lang"]) == {"en", "de"}
+    for lang in ("en", "de"):
+        group = [line for line in lines if line["lang"] == lang]
+        assert report["by_lang"][lang]["score"] == pytest.approx(normalised_wer(group), abs=1e-12)
+        assert report["by_lang"][lang]["n"] == len(group)
+    assert report["by_task"]["asr"]["score"] == report["overall"]
+    table = capsys.readouterr().out
+    assert "de" in table and "en" in table and f"{report['overall']:.4f}" in table
+
+
+HYPOTHESES = {
+    "en-0": ("The colour of the cat.", "the color of the cat", "en"),  # 0 errors after normalisation
+    "en-1": ("Hello, world!", "hello", "en"),  # 1 deletion / 2
+    "de-0": ("Guten Morgen", "guten abend", "de"),  # 1 substitution / 2
+    "de-1": ("Hallo Welt", "hallo welt", "de"),  # 0 / 2
+    "zh-0": ("你好，世界", "你好世间", "zh"),  # 1 / 4 characters
+}
+
+
+@pytest.fixture
+def known_answers(tmp_path: Path, monkeypatch) -> Path:
+    """A manifest with references in three languages, and a model that answers each key as listed above."""
+    shutil.copy(MEDIA / "tone.flac", tmp_path / "tone.flac")
+    lines = [
+        {"key": key, "audio": "tone.flac", "response": ref, "lang": lang, "task": "asr" if lang != "zh" else "ast"}
+        for key, (ref, _, lang) in HYPOTHESES.items()
+    ]
+    lines.insert(2, {"key": "gone", "audio": "missing.flac", "response": "x", "lang": "en", "task": "asr"})
+    lines.append({"key": "open", "audio": "tone.flac", "prompt": "<audio> Anything?", "lang": "en"})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    def generate(self, samples, **kwargs):
+        return [HYPOTHESES.get(s.key, ("", "whatever", ""))[1] for s in samples]
+
+    monkeypatch.setattr(MultimodalLM, "generate", generate)
+    return tmp_path / "m.jsonl"
+
+
+def test_eval_scores_known_answers_per_language_and_task(known_answers) -> None:
+    model = MultimodalLM.from_recipe(tiny_recipe())
+    model.train()
+    report = evaluate(model, known_answers, "wer", batch_size=3)
+    assert model.training  # the trainer's mode is restored
+    assert (report["n"], report["errors"], report["unscored"]) == (5, 1, 1)
+    assert report["by_lang"]["en"] == {"metric": "wer", "score": pytest.approx(1 / 7), "n": 2}
+    assert report["by_lang"]["de"] == {"metric": "wer", "score": pytest.approx(1 / 4), "n": 2}
+    assert report["by_lang"]["zh"] == {"metric": "cer", "score": pytest.approx(1 / 4), "n": 1}
+    assert report["overall"] == pytest.approx(3 / (7 + 4 + 4))
+    assert report["by_task"]["asr"]["score"] == pytest.approx(2 / 11)
+    assert report["by_task"]["ast"]["metric"] == "cer"
+
+
+def test_eval_accuracy_and_task_filter(known_answers, tmp_path) -> None:
+    model = MultimodalLM.from_recipe(tiny_recipe())
+    report = evaluate(model, known_answers, "accuracy", tasks=["ast"], predictions=tmp_path / "p.jsonl")
+    assert (report["n"], report["errors"], report["overall"]) == (1, 0, 0.0)
+    assert [line["key"] for line in read_predictions(tmp_path / "p.jsonl")] == ["zh-0"]
+    report = evaluate(model, known_answers, "accuracy", tasks=["asr"])
+    assert (report["n"], report["errors"], report["overall"]) == (4, 1, 0.25)
+
+
+def test_score_predictions_counts_and_missing_languages() -> None:
+    lines = [
+        {"key": "a", "output": "hello world", "reference": "Hello, world"},
+        {"key": "b", "error": "sample 'b': corrupt_audio: ..."},
+        {"key": "c", "output": "no reference"},
+    ]
+    report = score_predictions(lines, "wer", default_lang="en")
+    assert (report["overall"], report["n"], report["errors"], report["unscored"]) == (0.0, 1, 1, 1)
+    assert set(report["by_lang"]) == {"en"}
+    assert set(report["by_task"]) == {"unknown"}
+    assert score_predictions(lines[1:], "bleu")["overall"] is None
+    with pytest.raises(ValueError, match="unknown metric"):
+        score_predictions(lines, "ter")

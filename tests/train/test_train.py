@@ -1,0 +1,161 @@
+"""Training end to end on CPU: overfitting, stages, resume after SIGKILL, DDP, every recipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from conftest import ROOT, TINY_RECIPE, tiny_recipe
+from safetensors.torch import load_file
+
+from mmadapter.cli import main
+from mmadapter.config import Recipe, RecipeError
+from mmadapter.model import MultimodalLM
+from mmadapter.train.checkpoint_io import SafeCheckpointIO
+from mmadapter.train.run import train, validate_for_training
+
+SHARDS = str(ROOT / "tests" / "assets" / "shards" / "shard-{000000..000001}.tar")
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_tiny_recipe_overfits_the_checked_in_shards(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    assert main(["train", str(TINY_RECIPE), "train.max_steps=60", "--run", str(tmp_path / "run")]) == 0
+    rows = [r for r in metrics(tmp_path / "run") if "loss" in r]
+    assert rows[0]["step"] == 1 and rows[-1]["step"] == 60
+    assert rows[-1]["loss"] < 0.3 * rows[0]["loss"]
+    for name in ("recipe.yaml", "adapter.safetensors", "provenance.json", "checkpoints/tiny.ckpt", "tb"):
+        assert (tmp_path / "run" / name).exists(), name
+    provenance = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert len(provenance["shards"]) == 2 and all(s["bytes"] > 0 for s in provenance["shards"])
+
+
+def two_stage() -> Recipe:
+    return tiny_recipe(
+        f'data.train=[{{"shards": "{SHARDS}"}}]',
+        'train.stages=[{"name": "align", "trainable": ["projectors.audio"], "max_steps": 3},'
+        ' {"name": "both", "trainable": ["projectors", "llm"], "max_steps": 3,'
+        ' "lr": {"projectors": 0.001, "llm": 0.0001}}]',
+    )
+
+
+def test_two_stages_train_exactly_their_groups(tmp_path: Path) -> None:
+    recipe = two_stage()
+    L.seed_everything(recipe.train.seed, verbose=False)
+    initial = {n: p.detach().clone() for n, p in MultimodalLM.from_recipe(recipe).named_parameters()}
+    train(recipe, tmp_path)
+    after_align = MultimodalLM.load(tmp_path / "stages" / "align")
+    final = MultimodalLM.load(tmp_path)
+    changed = lambda m: {n for n, p in m.named_parameters() if not torch.equal(p, initial[n])}  # noqa: E731
+    assert changed(after_align) == {n for n in initial if n.startswith("projectors.audio.")}
+    assert changed(final) == {n for n in initial if n.startswith(("projectors.", "llm."))}
+    assert all(torch.equal(p, initial[n]) for n, p in final.named_parameters() if n.startswith("encoders."))
+
+
+def test_gpu_only_strategies_are_rejected_on_cpu() -> None:
+    recipe = tiny_recipe("train.strategy=fsdp", "train.precision=16-mixed")
+    with pytest.raises(RecipeError) as info:
+        validate_for_training(recipe, cuda=False)
+    assert [p for p, _ in info.value.problems] == ["train.strategy", "train.precision"]
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_recipe(f'data.train=[{{"shards": "{SHARDS}"}}]'), tmp_path)
+
+
+def test_checkpoint_killed_while_writing_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert io.load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def cli(run: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mmadapter.cli", "train", str(TINY_RECIPE), "train.max_steps=40",
+            "train.checkpoint_every=5", "--run", str(run), *extra]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    subprocess.run(cli(tmp_path / "straight"), cwd=ROOT, env=env, check=True, capture_output=True)
+    killed = subprocess.Popen(
+        cli(tmp_path / "killed"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ckpt = tmp_path / "killed" / "checkpoints" / "tiny.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and killed.poll() is None:
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["global_step"] >= 15:
+            break
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    step = torch.load(ckpt, weights_only=True)["global_step"]
+    assert 0 < step < 40 and not (tmp_path / "killed" / "adapter.safetensors").exists()
+    subprocess.run(cli(tmp_path / "killed", "--resume"), cwd=ROOT, env=env, check=True, capture_output=True)
+    a = load_file(tmp_path / "straight" / "adapter.safetensors")
+    b = load_file(tmp_path / "killed" / "adapter.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "mmadapter.cli", "train", str(TINY_RECIPE), "train.max_steps=6", "train.strategy=ddp",
+           "train.devices=2", "data.max_tokens=160", "train.log_sample_keys=true",
+           "--run", str(tmp_path / "ddp")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "ddp" / "adapter.safetensors").exists()
+    seen = {r: (tmp_path / "ddp" / "sample_keys" / f"rank{r}.txt").read_text().split("\n") for r in (0, 1)}
+    batches = {r: [set(line.split()) for line in lines if line] for r, lines in seen.items()}
+    assert batches[0] != batches[1]
+    assert any(not any(k.startswith("colour") for k in b) for b in batches[0] + batches[1])
+
+
+def test_test_variant_recipe_helper_covers_every_recipe() -> None:
+    found = sorted((ROOT / "recipes").rglob("*.yaml"))
+    assert TINY_RECIPE in found and len(found) >= 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_recipe_validates_and_trains_two_steps_with_test_components(path: Path, tmp_path: Path) -> None:
+    data = yaml.safe_load(path.read_text())
+    Recipe.from_dict(data)  # the recipe as written
+    model = data.setdefault("model", {})
+    model["llm"] = {"name": "causal_lm_test"}
+    for modality, enc in model.get("encoders", {}).items():
+        model["encoders"][modality] = {"name": enc["name"].removesuffix("_test") + "_test"}
+    data["data"] = {"train": [{"shards": SHARDS}], "max_tokens": 512, "num_workers": 0}
+    train_cfg = data.setdefault("train", {})
+    train_cfg |= {"val_every": None, "activation_checkpointing": False, "strategy": "auto", "devices": 1}
+    for stage in train_cfg.get("stages", []):
+        stage |= {"max_steps": 2, "init_from": None, "data": None}
+    train(Recipe.from_dict(data), tmp_path / "run")
+    assert (tmp_path / "run" / "adapter.safetensors").exists()
