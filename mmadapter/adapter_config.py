@@ -100,10 +100,7 @@ class GatedAttentionConfig(_AdapterSection):
         misplaced = [f for f in only[other] if getattr(self, f) != fields[f].default]  # resolved recipes list all
         if misplaced:
             raise ValueError(f"{misplaced} only apply to mode {other!r} (mode is {self.mode!r})")
-        if isinstance(self.layers, int) and self.layers <= 0:
-            raise ValueError(f"layers={self.layers}: the number of top layers must be positive")
-        if isinstance(self.layers, list) and (not self.layers or len(set(self.layers)) != len(self.layers)):
-            raise ValueError(f"layers={self.layers}: give distinct layer indices")
+        _check_layers(self.layers)
         if not self.in_sequence and self.mode == "prompt" and not self.conditioned:
             raise ValueError(
                 "in_sequence: false with mode 'prompt' needs conditioned: true, or the LLM never sees "
@@ -124,3 +121,15 @@ class BiasNormConfig(_AdapterSection):
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     norms: bool = True
     final_norm: bool = True
+
+    @model_validator(mode="after")
+    def _layers(self) -> BiasNormConfig:
+        _check_layers(self.layers)
+        return self
+
+
+def _check_layers(layers: int | list[int] | None) -> None:
+    if isinstance(layers, int) and layers <= 0:
+        raise ValueError(f"layers={layers}: the number of top layers must be positive")
+    if isinstance(layers, list) and (not layers or len(set(layers)) != len(layers)):
+        raise ValueError(f"layers={layers}: give distinct layer indices")

@@ -55,13 +55,20 @@ class BatchTokens:
             self._groups = SampleGroups(self.sample, self.num_samples)
         return self._groups
 
-    def window(self, offset: int, length: int) -> BatchTokens:
-        """Positions ``[offset, offset + length)``; those past the batch are text of the row's last sample."""
-        t = self.modality.shape[1]
-        if offset == 0 and length == t:
+    def window(self, offset: int, length: int, rows: int | None = None) -> BatchTokens:
+        """Positions ``[offset, offset + length)``; those past the batch are text of the row's last sample.
+
+        ``rows``: the call's rows when generation expanded each row into several (beams, ``num_return_sequences``:
+        consecutive copies, as Hugging Face expands them).
+        """
+        b, t = self.modality.shape
+        rows = b if rows is None else rows
+        if offset == 0 and length == t and rows == b:
             return self
+        if rows % b:
+            raise RuntimeError(f"a decoder call over {rows} rows cannot come from a batch of {b}")
+        modality, sample = self.modality.repeat_interleave(rows // b, 0), self.sample.repeat_interleave(rows // b, 0)
         extra = max(0, offset + length - t)
-        modality, sample = self.modality, self.sample
         if extra:
             modality = torch.cat([modality, modality.new_full((modality.shape[0], extra), TEXT)], 1)
             sample = torch.cat([sample, sample[:, -1:].expand(-1, extra)], 1)
@@ -107,7 +114,7 @@ class AdapterContext:
             raise RuntimeError("the decoder was called without input_ids or inputs_embeds")
         cache = kwargs.get("past_key_values")
         offset = cache.get_seq_length() if cache is not None else 0
-        self._window = self._bound.window(int(offset), x.shape[1])
+        self._window = self._bound.window(int(offset), x.shape[1], x.shape[0])
 
     def tokens(self, lead: torch.Size | tuple[int, ...]) -> BatchTokens | None:
         """The current window for an adapter whose input has leading shape ``lead == (b, t)``.

@@ -29,6 +29,8 @@ class Sample:
     key: str
     chat: EncodedChat
     items: dict[str, list[Tensor]] = field(default_factory=dict)
+    raw: set[str] = field(default_factory=set)
+    """Modalities whose items are raw waveforms ``(l,)`` to be featurized on the model's device."""
 
 
 @dataclass
@@ -39,23 +41,26 @@ class ModalityItems:
         inputs: Encoder inputs, padded along the last axis to the longest: ``(n, c, t)`` or ``(n, 3, H, W)``.
         lengths: ``(n,)`` real input length of each item (``input_length`` of the encoder).
         sample: ``(n,)`` index of the sample each item belongs to.
+        raw: ``inputs`` are zero-padded raw waveforms ``(n, l)`` and ``lengths`` their samples; the encoder
+            featurizes them on the model's device (``data.audio_features: gpu``).
     """
 
     inputs: Tensor
     lengths: Tensor
     sample: Tensor
+    raw: bool = False
 
     def to(self, device: torch.device | str) -> ModalityItems:
-        return ModalityItems(self.inputs.to(device), self.lengths.to(device), self.sample.to(device))
+        return ModalityItems(self.inputs.to(device), self.lengths.to(device), self.sample.to(device), self.raw)
 
     @classmethod
-    def collate(cls, per_sample: Sequence[list[Tensor]]) -> ModalityItems:
+    def collate(cls, per_sample: Sequence[list[Tensor]], raw: bool = False) -> ModalityItems:
         tensors = [x for items in per_sample for x in items]
         owner = [s for s, items in enumerate(per_sample) for _ in items]
         longest = max(x.shape[-1] for x in tensors)
         inputs = torch.stack([F.pad(x, (0, longest - x.shape[-1])) for x in tensors])
         lengths = torch.tensor([x.shape[-1] for x in tensors], dtype=torch.long)
-        return cls(inputs, lengths, torch.tensor(owner, dtype=torch.long))
+        return cls(inputs, lengths, torch.tensor(owner, dtype=torch.long), raw)
 
 
 @dataclass
@@ -188,4 +193,5 @@ def _concat(samples: Sequence[Sample]) -> dict[str, Tensor]:
 
 def _collate_items(samples: Sequence[Sample]) -> dict[str, ModalityItems]:
     modalities = sorted({m for s in samples for m, items in s.items.items() if items})
-    return {m: ModalityItems.collate([s.items.get(m, []) for s in samples]) for m in modalities}
+    raw = {m for s in samples for m in s.raw}
+    return {m: ModalityItems.collate([s.items.get(m, []) for s in samples], m in raw) for m in modalities}

@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score a run's answers against references (WER, CER, BLEU, chrF, accuracy)")
     evaluate.add_arguments(p)
     p.set_defaults(handler=evaluate.run)
+
+    from mmadapter.bench import data as bench_data
+
+    p = sub.add_parser("bench", help="measure throughput (bench data: the shard → batch pipeline)")
+    bench_data.add_arguments(p)
+    p.set_defaults(handler=bench_data.run)
     return parser
 
 

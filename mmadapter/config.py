@@ -150,6 +150,9 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(100, gt=0)
     val_every: int | None = Field(None, gt=0)
     val_batches: int | None = Field(None, gt=0, description="validation batches per evaluation (None: one pass)")
+    val_metric: Literal["wer", "cer", "bleu", "chrf", "accuracy"] | None = Field(
+        None, description="task metric computed by generating on data.val at each validation (logged val_<metric>)"
+    )
     best_metric: str = "val_loss"
     best_mode: Literal["min", "max"] = "min"
     early_stopping_patience: int | None = Field(None, gt=0, description="validations without improvement")

@@ -23,6 +23,7 @@ from mmadapter.config import Recipe, load_recipe
 from mmadapter.data.skips import BadSample
 from mmadapter.encoders import ENCODERS, Encoder
 from mmadapter.llm import IGNORE_INDEX, LLMS, MODALITY_IDS, encode_chat
+from mmadapter.llm.attention import choose_backend, default_device, packed_kwargs
 from mmadapter.projectors import PROJECTORS, Projector
 
 __all__ = ["ModelOutput", "MultimodalLM"]
@@ -67,6 +68,7 @@ class MultimodalLM(nn.Module):
         self.recipe = recipe
         self.llm = llm
         self.tokenizer = tokenizer
+        self.attn_backend = choose_backend(recipe.model.llm.attn, default_device())
         self.encoders = nn.ModuleDict(dict(encoders))
         self.projectors = nn.ModuleDict(dict(projectors))
         self.adapters = LLMAdapters(llm, recipe.model)
@@ -153,8 +155,11 @@ class MultimodalLM(nn.Module):
     def encode_items(self, modality: str, items: ModalityItems) -> tuple[Tensor, Tensor]:
         """Run encoder and projector; returns tokens ``(n, s, d)`` and ``(n,)`` valid lengths."""
         encoder = self.encoders[modality]
+        inputs, lengths = items.inputs, items.lengths
+        if items.raw:  # data.audio_features: gpu — the waveforms' features are computed here, on the device
+            inputs, lengths = encoder.featurize(inputs, lengths)
         with torch.set_grad_enabled(torch.is_grad_enabled() and _trains(encoder)):
-            feats, lengths = encoder(items.inputs, items.lengths)
+            feats, lengths = encoder(inputs, lengths)
         return self.projectors[modality](feats, lengths)
 
     def embed(self, batch: MultimodalBatch) -> Tensor:
@@ -172,9 +177,10 @@ class MultimodalLM(nn.Module):
             expected = lengths if self.adapters.in_sequence else torch.zeros_like(lengths)
             self._check_slots(batch, modality, slots, token_sample, items, expected)
             valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
+            flat = tokens[valid].to(embeds.dtype)
             if self.adapters.in_sequence:
-                embeds = embeds.masked_scatter(slots[..., None], tokens[valid].to(embeds.dtype))
-            memory.append((tokens[valid].to(embeds.dtype), items.sample.repeat_interleave(lengths)))
+                embeds = embeds.masked_scatter(slots[..., None], flat)
+            memory.append((flat, items.sample.repeat_interleave(lengths)))
         info = self.adapters.batch_tokens(batch.token_modality, token_sample, batch.num_samples, memory)
         return embeds, info
 
@@ -207,15 +213,11 @@ class MultimodalLM(nn.Module):
         """Final hidden states and the adapters' auxiliary losses (each averaged over layers)."""
         decoder = self.llm.get_decoder()
         embeds, info = self._embed(batch)
-        # Packed rows: no mask and no cache, so transformers treats restarting position_ids as separate
-        # sequences (DESIGN.md §4).
+        # Packed rows: no mask and no cache, plus cu_seqlens for our packed kernels on CUDA; sdpa/eager split the
+        # row at its restarting position_ids (DESIGN.md §4).
+        kwargs = {"attention_mask": batch.attention_mask} | packed_kwargs(batch, self.attn_backend)
         with self.adapters.context.bind(info) as aux:
-            out = decoder(
-                inputs_embeds=embeds,
-                attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids,
-                use_cache=False,
-            )
+            out = decoder(inputs_embeds=embeds, position_ids=batch.position_ids, use_cache=False, **kwargs)
         return out.last_hidden_state, {name: torch.stack(v).mean() for name, v in aux.items()}
 
     def forward(self, batch: MultimodalBatch, return_logits: bool = False) -> ModelOutput:
@@ -269,10 +271,20 @@ class MultimodalLM(nn.Module):
         add_generation_prompt: bool = False,
     ) -> Sample:
         """Transform raw items (waveforms, PIL images) and tokenize a conversation into a :class:`Sample`."""
-        inputs = {m: [self.encoders[m].transform(x) for x in xs] for m, xs in (items or {}).items()}
-        lengths = {m: [self.item_length(m, self.encoders[m].input_length(x)) for x in xs] for m, xs in inputs.items()}
+        inputs: dict[str, list[Tensor]] = {}
+        lengths: dict[str, list[int]] = {}
+        raw = set()
+        for m, xs in (items or {}).items():
+            encoder = self.encoders[m]
+            if m == "audio" and self.recipe.data.audio_features == "gpu":
+                raw.add(m)  # waveforms travel to the model, which computes their features on its device
+                inputs[m] = [torch.as_tensor(x, dtype=torch.float32) for x in xs]
+                lengths[m] = [self.item_length(m, encoder.input_length_of_raw(x.shape[-1])) for x in inputs[m]]
+            else:
+                inputs[m] = [encoder.transform(x) for x in xs]
+                lengths[m] = [self.item_length(m, encoder.input_length(x)) for x in inputs[m]]
         chat = encode_chat(self.tokenizer, messages, lengths, add_generation_prompt=add_generation_prompt)
-        return Sample(key, chat, inputs)
+        return Sample(key, chat, inputs, raw=raw)
 
     def prepare_decoded(self, decoded: Mapping[str, Any], *, add_generation_prompt: bool = False) -> Sample:
         """A decoded shard sample (:class:`mmadapter.data.members.DecodedSample`) → :class:`Sample`.

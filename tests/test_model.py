@@ -166,3 +166,22 @@ def test_trainable_groups_and_eval_mode_of_frozen_parts(tiny: MultimodalLM) -> N
     with pytest.raises(KeyError, match="unknown trainable group"):
         tiny.set_trainable(["projectors.video"])
     tiny.set_trainable(tiny.recipe.train.stages[0].trainable)
+
+
+def test_audio_features_on_the_model_device_equal_features_in_the_pipeline() -> None:
+    cpu = MultimodalLM.from_recipe(tiny_recipe())
+    gpu_mode = MultimodalLM.from_recipe(tiny_recipe("data.audio_features=gpu"))
+    gpu_mode.load_state_dict(cpu.state_dict())
+
+    def samples(model: MultimodalLM) -> list:
+        return [
+            model.prepare("a", chat("<audio>", "1 2"), {"audio": [random_audio(1.3, 1)]}),
+            model.prepare("b", chat("<audio> <audio>", "3"), {"audio": [random_audio(0.4, 2), random_audio(2.2, 3)]}),
+        ]
+
+    raw = MultimodalBatch.pack(samples(gpu_mode))
+    assert raw.items["audio"].raw and raw.items["audio"].inputs.dim() == 2
+    with torch.no_grad():
+        want = cpu(MultimodalBatch.pack(samples(cpu))).sample_loss
+        got = gpu_mode(raw).sample_loss
+    assert torch.allclose(got, want, atol=1e-5, rtol=0)

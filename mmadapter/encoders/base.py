@@ -52,6 +52,19 @@ class Encoder(nn.Module, ABC):
         """Turn one decoded item into this encoder's input: a 16 kHz mono float waveform ``(samples,)``
         becomes log-mel ``(c, t)``; a PIL image becomes pixels ``(3, H, W)``."""
 
+    def featurize(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Batched :meth:`transform` of raw ``(n, l)`` waveforms with ``(n,)`` real samples on the model's
+        device (``data.audio_features: gpu``); returns encoder inputs and their ``(n,)`` input lengths.
+
+        Raises:
+            NotImplementedError: this encoder only takes inputs transformed in the data pipeline.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no device-side feature extraction")
+
+    def input_length_of_raw(self, samples: int) -> int:
+        """The :meth:`input_length` that :meth:`featurize` gives a waveform of ``samples`` samples."""
+        raise NotImplementedError(f"{type(self).__name__} has no device-side feature extraction")
+
     def input_length(self, features: Tensor) -> int:
         """Length of one transformed item, as passed to :meth:`output_length`."""
         return int(features.shape[-1])

@@ -20,7 +20,7 @@ from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder as HfWhisperEncoder
 
 from mmadapter.encoders.base import ENCODERS, Encoder, EncoderSpec, on_meta_device
-from mmadapter.encoders.log_mel import whisper_log_mel
+from mmadapter.encoders.log_mel import HOP_LENGTH, whisper_log_mel
 
 __all__ = ["WhisperEncoder", "WhisperSpec", "whisper", "whisper_test"]
 
@@ -85,6 +85,13 @@ class WhisperEncoder(Encoder):
         if waveform.dim() != 1:
             raise ValueError(f"expected a mono (samples,) waveform, got shape {tuple(waveform.shape)}")
         return whisper_log_mel(waveform, self.n_mels)
+
+    def featurize(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-mel of a ``(n, l)`` zero-padded waveform batch on its own device (``data.audio_features: gpu``)."""
+        return whisper_log_mel(waveforms, self.n_mels, lengths), lengths // HOP_LENGTH
+
+    def input_length_of_raw(self, samples: int) -> int:
+        return int(samples) // HOP_LENGTH
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Encode log-mel ``(n, c, t)`` with ``(n,)`` real frame counts into ``(n, s, d)`` and ``(n,)`` lengths.

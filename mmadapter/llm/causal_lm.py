@@ -12,14 +12,13 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from mmadapter.config import LLMSpec
+from mmadapter.llm.attention import choose_backend, default_device
 from mmadapter.llm.tokenizer import CHATML_TEMPLATE, byte_tokenizer
 from mmadapter.registry import Registry
 
 __all__ = ["LLMS", "causal_lm", "causal_lm_test", "resolve_dtype"]
 
 LLMS: Registry[Any] = Registry("llm")
-
-_HF_ATTN = {"sdpa": "sdpa", "eager": "eager", "flex": "flex_attention", "flash_attn": "flash_attention_2"}
 
 TINY_LLAMA: dict[str, Any] = {
     "model_type": "llama",
@@ -47,7 +46,7 @@ def causal_lm(spec: LLMSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if (spec.name_or_path is None) == (spec.config is None):
         raise ValueError("model.llm needs exactly one of name_or_path (hub id or directory) and config")
     dtype = resolve_dtype(spec.dtype)
-    attn = _HF_ATTN.get(spec.attn, "sdpa")
+    attn = choose_backend(spec.attn, default_device()).attn_implementation
     if spec.config is not None:
         tokenizer = byte_tokenizer()
         return _from_config(dict(spec.config), tokenizer, dtype, attn), tokenizer
@@ -76,7 +75,8 @@ def causal_lm_test(spec: LLMSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerB
     """A tiny random Llama (2 layers, width 64) with the byte-level tokenizer; ``config`` entries override."""
     tokenizer = byte_tokenizer()
     config = TINY_LLAMA | dict(spec.config or {})
-    return _from_config(config, tokenizer, resolve_dtype(spec.dtype), _HF_ATTN.get(spec.attn, "sdpa")), tokenizer
+    attn = choose_backend(spec.attn, default_device()).attn_implementation
+    return _from_config(config, tokenizer, resolve_dtype(spec.dtype), attn), tokenizer
 
 
 def _from_config(

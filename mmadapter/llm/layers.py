@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from torch import nn
 from transformers import PreTrainedModel
 
 __all__ = ["decoder_layers", "named_linears", "select_layers"]
+
+logger = logging.getLogger(__name__)
 
 
 def decoder_layers(llm: PreTrainedModel) -> nn.ModuleList:
@@ -48,17 +51,18 @@ def named_linears(
 
 
 def select_layers(layers: int | list[int] | None, depth: int, key: str) -> list[int]:
-    """Indices chosen by a recipe: all (``None``), the top ``L`` (an int) or explicit indices.
+    """Indices chosen by a recipe: all (``None``), the top ``L`` (an int; all of them when the model has fewer,
+    e.g. a recipe for a 32-layer LLM run on a tiny test LLM) or explicit indices.
 
     Raises:
-        ValueError: more layers than the model has, or an index outside ``[0, depth)``.
+        ValueError: an index outside ``[0, depth)``.
     """
     if layers is None:
         return list(range(depth))
     if isinstance(layers, int):
-        if not 0 < layers <= depth:
-            raise ValueError(f"{key}={layers}: the model has {depth} decoder layers")
-        return list(range(depth - layers, depth))
+        if layers > depth:
+            logger.warning("%s=%d but the LLM has %d decoder layers: using all of them", key, layers, depth)
+        return list(range(max(0, depth - layers), depth))
     bad = [i for i in layers if not 0 <= i < depth]
     if bad:
         raise ValueError(f"{key}: indices {bad} are outside the model's decoder layers 0..{depth - 1}")

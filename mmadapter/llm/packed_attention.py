@@ -84,8 +84,9 @@ def _from_offsets(
     cu_k = cu_q if cu_k is None else cu_k.to(device=device, dtype=torch.int32)
     # The kernels take Python ints; a tensor here (e.g. from DataCollatorWithFlattening) costs one sync.
     q = int(cu_q.diff().max()) if max_q is None else int(max_q)
-    k = q if max_k is None and cu_k is cu_q else int(cu_k.diff().max()) if max_k is None else int(max_k)
-    return RaggedLayout(cu_q, cu_k, q, k)
+    if max_k is None:
+        max_k = q if cu_k is cu_q else cu_k.diff().max()
+    return RaggedLayout(cu_q, cu_k, q, int(max_k))
 
 
 def _lengths(mask: Tensor) -> tuple[Tensor, Tensor, int]:

@@ -71,7 +71,7 @@ class AttentionOptions:
         return (left, 0 if self.causal else left)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: flex block masks are cached per layout
 class RaggedLayout:
     """Where the s sequences of one attention call lie once flattened.
 

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
 from mmadapter.artefact import save_artefact
 
-__all__ = ["BestArtefact", "MetricsLog", "PeriodicCheckpoint"]
+__all__ = ["BestArtefact", "MetricsLog", "PeriodicCheckpoint", "TaskMetric"]
 
 
 def _scalars(trainer: L.Trainer) -> dict[str, float]:
@@ -76,6 +77,27 @@ class PeriodicCheckpoint(L.Callback):
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)
         self._last = trainer.global_step
+
+
+class TaskMetric(L.Callback):
+    """At each validation, generates answers for the validation shards and logs ``val_<metric>`` (WER, …)
+    computed by :func:`mmadapter.evaluate.evaluate`; runs on rank 0 and is shared with the other ranks."""
+
+    def __init__(self, shards: list[str], metric: str) -> None:
+        self.shards = shards
+        self.metric = metric
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from mmadapter.evaluate import evaluate
+
+        value = torch.tensor(float("nan"), device=pl_module.device)
+        if trainer.is_global_zero:
+            report = evaluate(pl_module.model, self.shards, self.metric)
+            if report["overall"] is not None:
+                value.fill_(float(report["overall"]))
+        value = trainer.strategy.broadcast(value, src=0)
+        if not torch.isnan(value):
+            pl_module.log(f"val_{self.metric}", float(value), prog_bar=True, batch_size=1)
 
 
 class BestArtefact(L.Callback):

@@ -76,7 +76,7 @@ class StageModule(L.LightningModule):
             with path.open("a") as f:
                 f.write(" ".join(batch.keys) + "\n")
         out = self.model(batch)
-        loss = out.loss + sum(out.aux.get(k, 0.0) for k in out.aux if k.endswith("_loss"))
+        loss = out.loss  # already holds the weighted auxiliary losses (e.g. MoLoRA load balancing)
         tokens = batch.num_tokens()
         self.tokens += tokens
         self._step_tokens += tokens

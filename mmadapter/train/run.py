@@ -24,7 +24,7 @@ from mmadapter.config import Recipe, RecipeError, StageConfig, load_recipe
 from mmadapter.data.pipeline import expand_shards
 from mmadapter.data.skips import SkipCounter
 from mmadapter.model import MultimodalLM
-from mmadapter.train.callbacks import BestArtefact, MetricsLog, PeriodicCheckpoint
+from mmadapter.train.callbacks import BestArtefact, MetricsLog, PeriodicCheckpoint, TaskMetric
 from mmadapter.train.checkpoint_io import SafeCheckpointIO
 from mmadapter.train.data import stage_data, train_loader, val_loader
 from mmadapter.train.module import StageModule
@@ -111,6 +111,9 @@ def _fit_stage(
         MetricsLog(run_dir / "metrics.jsonl", stage.name, cfg.log_every),
         PeriodicCheckpoint(ckpt, cfg.checkpoint_every),
     ]
+    if data.val and cfg.val_every and cfg.val_metric:
+        shards = [url for s in data.val for url in expand_shards(s.shards)]
+        callbacks.append(TaskMetric(shards, cfg.val_metric))
     if data.val and cfg.val_every:
         callbacks.append(BestArtefact(run_dir / "best", cfg.best_metric, cfg.best_mode))
         if cfg.early_stopping_patience:

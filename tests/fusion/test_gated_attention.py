@@ -150,7 +150,42 @@ def test_gated_attention_options_are_checked() -> None:
         tiny_recipe(section("gated_attention", mode="prompt", every=2))
     with pytest.raises(RecipeError, match="needs conditioned: true"):
         tiny_recipe(section("gated_attention", mode="prompt", in_sequence=False))
-    with pytest.raises(ValueError, match=r"model\.gated_attention\.layers=3: the model has 2 decoder layers"):
-        build(section("gated_attention", mode="prompt", layers=3))
+    with pytest.raises(ValueError, match=r"model\.gated_attention\.layers: indices \[5\] are outside"):
+        build(section("gated_attention", mode="prompt", layers=[1, 5]))
+    assert list(build(section("gated_attention", mode="prompt", layers=30)).gated_attention.layers) == ["0", "1"]
     with pytest.raises(ValueError, match="every=3: the LLM has only 2 layers"):
         build(section("gated_attention", mode="cross", every=3))
+
+
+@pytest.mark.parametrize(
+    "adapters",
+    [
+        [ADAPTERS["molora_topk"], ADAPTERS["prompt_conditioned"], ADAPTERS["bias_norm"]],
+        [ADAPTERS["molora_modality"], ADAPTERS["cross"]],
+    ],
+)
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(adapters: list[str]) -> None:
+    every = 'train.stages.0.trainable=["projectors", "molora", "gated_attention"]'
+    results = []
+    for checkpointing in (False, True):
+        model = wake(build(*adapters, every))
+        if checkpointing:
+            model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        model.llm.train()  # Hugging Face checkpoints only in training mode
+        calls: list[int] = []
+        model.llm.model.layers[0].mlp.register_forward_pre_hook(lambda *_, seen=calls: seen.append(1))
+        out = model(MultimodalBatch.pack(mixed_samples(model)))
+        out.loss.backward()
+        assert len(calls) == (2 if checkpointing else 1)  # the layer really was re-run during backward
+        results.append((out.loss, {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    (loss, grads), (loss_ckpt, grads_ckpt) = results
+    assert torch.allclose(loss, loss_ckpt, atol=1e-6) and grads.keys() == grads_ckpt.keys()
+    for name, grad in grads.items():
+        assert grad is not None and torch.allclose(grad, grads_ckpt[name], atol=1e-5), name
+
+
+def test_beam_search_expands_the_adapters_rows_too() -> None:
+    model = wake(build(WIDE, ADAPTERS["cross"]), std=0.3)
+    beams = model.generate(prompts(model), max_new_tokens=4, num_beams=2)
+    assert len(beams) == 3 and beams == [model.generate([p], max_new_tokens=4, num_beams=2)[0] for p in prompts(model)]

@@ -159,3 +159,21 @@ def test_every_recipe_validates_and_trains_two_steps_with_test_components(path: 
         stage |= {"max_steps": 2, "init_from": None, "data": None}
     train(Recipe.from_dict(data), tmp_path / "run")
     assert (tmp_path / "run" / "adapter.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_validation_logs_loss_and_task_metric_and_keeps_the_best(tmp_path: Path) -> None:
+    recipe = tiny_recipe(
+        f'data.train=[{{"shards": "{SHARDS}"}}]',
+        f'data.val=[{{"shards": "{SHARDS}"}}]',
+        "train.max_steps=6",
+        "train.val_every=3",
+        "train.val_metric=wer",
+        "train.best_metric=val_wer",
+    )
+    train(recipe, tmp_path)
+    rows = [r for r in metrics(tmp_path) if "val_loss" in r]
+    assert [r["step"] for r in rows] == [3, 6]
+    assert all(r["val_wer"] >= 0 for r in rows)
+    best = json.loads((tmp_path / "best" / "provenance.json").read_text())["best"]
+    assert best["val_wer"] == min(r["val_wer"] for r in rows)

@@ -1,0 +1,1 @@
+"""Benchmarks: ``mmadapter bench data`` measures the data pipeline."""
