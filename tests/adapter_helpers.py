@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from conftest import random_audio, random_image, tiny_recipe
@@ -84,3 +86,15 @@ def wake(model: MultimodalLM, std: float = 0.5, seed: int = 1) -> MultimodalLM:
         for p in model.groups().get(group, {}).values():
             p.add_(std * torch.randn(p.shape, generator=g))
     return model
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch ops on one thread: the tiny models gain nothing from intra-op threads, and on a busy 2-core
+    machine their spin-waiting made these tests up to 50 times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
-from adapter_helpers import chat
+from adapter_helpers import chat, one_thread
 from conftest import ROOT, random_audio, random_image
 
 from mmadapter.batch import MultimodalBatch
@@ -26,6 +28,12 @@ RECIPES = {
         "model.encoders.image.name_or_path=null",
     ],
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 def training_batch(model: MultimodalLM) -> MultimodalBatch:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
-from adapter_helpers import ADAPTERS, WIDE, build, layout, mixed_samples, prompts, section, wake
+from adapter_helpers import ADAPTERS, WIDE, build, layout, mixed_samples, one_thread, prompts, section, wake
 from conftest import random_audio, tiny_recipe
 from torch.nn import functional as F
 
@@ -19,6 +20,12 @@ from mmadapter.fusion import TanhGate
 from mmadapter.model import MultimodalLM
 
 GATED = ["prompt", "prompt_conditioned", "prompt_out_of_sequence", "cross", "cross_out_of_sequence", "bias_norm"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 @pytest.mark.parametrize("mode", GATED)
@@ -189,3 +196,13 @@ def test_beam_search_expands_the_adapters_rows_too() -> None:
     model = wake(build(WIDE, ADAPTERS["cross"]), std=0.3)
     beams = model.generate(prompts(model), max_new_tokens=4, num_beams=2)
     assert len(beams) == 3 and beams == [model.generate([p], max_new_tokens=4, num_beams=2)[0] for p in prompts(model)]
+
+
+@pytest.mark.parametrize("mode", ["prompt_conditioned", "cross"])
+def test_the_adapters_do_not_depend_on_the_attention_kernel(mode: str) -> None:
+    sdpa, eager = wake(build(ADAPTERS[mode])), wake(build(ADAPTERS[mode], "model.llm.attn=eager"))
+    assert eager.llm.config._attn_implementation == "eager" != sdpa.llm.config._attn_implementation
+    batch = MultimodalBatch.pack(mixed_samples(sdpa))
+    with torch.no_grad():
+        a, b = sdpa(batch, return_logits=True).logits, eager(batch, return_logits=True).logits
+    assert (a - b).abs().max() <= 1e-5 and (a - build()(batch, return_logits=True).logits).abs().max() > 1e-2

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from adapter_helpers import ADAPTERS, EXPERTS, build, mixed_samples, section, wake
+from adapter_helpers import ADAPTERS, EXPERTS, build, mixed_samples, one_thread, section, wake
 from conftest import TINY_RECIPE
 from safetensors.torch import load_file
 
@@ -41,6 +42,12 @@ BIAS_NORM |= {
 }
 BIAS_NORM |= {"llm.model.norm.weight"}
 PROMPT_SECTION = section("gated_attention", mode="prompt", layers=1, conditioned=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 def trainable(model: MultimodalLM, groups: list[str]) -> set[str]:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from adapter_helpers import ADAPTERS, EXPERTS, build, layout, mixed_samples, section, wake
+from adapter_helpers import ADAPTERS, EXPERTS, build, layout, mixed_samples, one_thread, section, wake
 from conftest import tiny_recipe
 from peft import LoraConfig, get_peft_model
 from torch import nn
@@ -30,6 +30,12 @@ def bound(x: torch.Tensor, modality: torch.Tensor) -> Iterator[tuple[AdapterCont
     with context.bind(BatchTokens(modality, torch.zeros_like(modality), 1)) as aux:
         context.window_hook(nn.Identity(), (), {"inputs_embeds": x})
         yield context, aux
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 @pytest.mark.parametrize("kind", ["packed", "padded"])
