@@ -135,6 +135,13 @@ class MultimodalLM(nn.Module):
         new = {id(p) for p in self.adapters.new_parameters()}
         if not any(p.requires_grad for p in self.llm.parameters() if id(p) not in new):
             self.llm.eval()
+            if mode and getattr(self.llm, "is_gradient_checkpointing", False):
+                # transformers recomputes activations only in training mode: keep the flag on for the layers
+                # but their dropout off, so the frozen LLM still computes what it computes in eval mode.
+                self.llm.train()
+                for m in self.llm.modules():
+                    if isinstance(m, nn.Dropout):
+                        m.eval()
             for layer in self.adapters.molora:
                 layer.train(mode)
         return self

@@ -185,3 +185,24 @@ def test_audio_features_on_the_model_device_equal_features_in_the_pipeline() -> 
         want = cpu(MultimodalBatch.pack(samples(cpu))).sample_loss
         got = gpu_mode(raw).sample_loss
     assert torch.allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_activation_checkpointing_recomputes_layers_of_a_frozen_llm() -> None:
+    model = MultimodalLM.from_recipe(tiny_recipe('train.stages.0.trainable=["projectors"]'))
+    batch = MultimodalBatch.pack(mixed_samples(model))
+    calls: list[int] = []
+    model.llm.model.layers[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+    model.train()
+    plain = model(batch)
+    plain.loss.backward()
+    grads = [p.grad.clone() for p in model.projectors.parameters()]
+    assert len(calls) == 1
+    model.zero_grad()
+    model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    calls.clear()
+    again = model(batch)
+    again.loss.backward()
+    assert len(calls) == 2  # the layer ran again during backward
+    assert torch.allclose(again.loss, plain.loss, atol=1e-6)
+    assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(model.projectors.parameters(), grads, strict=True))

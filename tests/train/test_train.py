@@ -14,7 +14,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TINY_RECIPE, tiny_recipe
+from conftest import ROOT, TINY_RECIPE, requires_cuda, tiny_recipe
 from safetensors.torch import load_file
 
 from mmadapter.cli import main
@@ -178,3 +178,14 @@ def test_validation_logs_loss_and_task_metric_and_keeps_the_best(tmp_path: Path)
     assert all(r["val_wer"] >= 0 for r in rows)
     best = json.loads((tmp_path / "best" / "provenance.json").read_text())["best"]
     assert best["val_wer"] == min(r["val_wer"] for r in rows)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed"])
+def test_gpu_strategies_train_two_steps(strategy: str, tmp_path: Path) -> None:
+    if strategy == "deepspeed":
+        pytest.importorskip("deepspeed")
+    recipe = tiny_recipe(f"train.strategy={strategy}", "train.devices=1", "train.max_steps=2")
+    train(recipe, tmp_path)
+    assert (tmp_path / "adapter.safetensors").exists()
