@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+from torch_geometric.data import Batch, Data
 
 from mmadapter.llm.chat import IGNORE_INDEX, EncodedChat
 
@@ -24,11 +25,12 @@ __all__ = ["ModalityItems", "MultimodalBatch", "Sample"]
 
 @dataclass
 class Sample:
-    """One tokenized sample with its transformed modality items (each ``(c, t)`` audio or ``(3, H, W)``)."""
+    """One tokenized sample with its transformed modality items (each ``(c, t)`` audio, ``(3, H, W)`` image or a
+    torch_geometric ``Data`` graph)."""
 
     key: str
     chat: EncodedChat
-    items: dict[str, list[Tensor]] = field(default_factory=dict)
+    items: dict[str, list[Tensor | Data]] = field(default_factory=dict)
     raw: set[str] = field(default_factory=set)
     """Modalities whose items are raw waveforms ``(l,)`` to be featurized on the model's device."""
 
@@ -38,14 +40,15 @@ class ModalityItems:
     """The items of one modality in a batch, in sample order.
 
     Attributes:
-        inputs: Encoder inputs, padded along the last axis to the longest: ``(n, c, t)`` or ``(n, 3, H, W)``.
-        lengths: ``(n,)`` real input length of each item (``input_length`` of the encoder).
+        inputs: Encoder inputs, padded along the last axis to the longest: ``(n, c, t)`` or ``(n, 3, H, W)``;
+            graphs are one torch_geometric ``Batch`` of the n graphs.
+        lengths: ``(n,)`` real input length of each item (``input_length`` of the encoder; nodes for graphs).
         sample: ``(n,)`` index of the sample each item belongs to.
         raw: ``inputs`` are zero-padded raw waveforms ``(n, l)`` and ``lengths`` their samples; the encoder
             featurizes them on the model's device (``data.audio_features: gpu``).
     """
 
-    inputs: Tensor
+    inputs: Tensor | Batch
     lengths: Tensor
     sample: Tensor
     raw: bool = False
@@ -54,13 +57,19 @@ class ModalityItems:
         return ModalityItems(self.inputs.to(device), self.lengths.to(device), self.sample.to(device), self.raw)
 
     @classmethod
-    def collate(cls, per_sample: Sequence[list[Tensor]], raw: bool = False) -> ModalityItems:
+    def collate(cls, per_sample: Sequence[list[Tensor | Data]], raw: bool = False) -> ModalityItems:
+        """Batch the items of one modality: graphs with ``Batch.from_data_list``, tensors padded on the right."""
         tensors = [x for items in per_sample for x in items]
-        owner = [s for s, items in enumerate(per_sample) for _ in items]
+        owner = torch.tensor([s for s, items in enumerate(per_sample) for _ in items], dtype=torch.long)
+        if all(isinstance(x, Data) for x in tensors):
+            nodes = torch.tensor([x.num_nodes for x in tensors], dtype=torch.long)
+            return cls(Batch.from_data_list(tensors), nodes, owner, raw)
+        if any(isinstance(x, Data) for x in tensors):
+            raise TypeError("a modality's items must be all graphs or all tensors")
         longest = max(x.shape[-1] for x in tensors)
         inputs = torch.stack([F.pad(x, (0, longest - x.shape[-1])) for x in tensors])
         lengths = torch.tensor([x.shape[-1] for x in tensors], dtype=torch.long)
-        return cls(inputs, lengths, torch.tensor(owner, dtype=torch.long), raw)
+        return cls(inputs, lengths, owner, raw)
 
 
 @dataclass

@@ -277,8 +277,9 @@ class MultimodalLM(nn.Module):
         *,
         add_generation_prompt: bool = False,
     ) -> Sample:
-        """Transform raw items (waveforms, PIL images) and tokenize a conversation into a :class:`Sample`."""
-        inputs: dict[str, list[Tensor]] = {}
+        """Transform raw items (waveforms, PIL images, decoded graph arrays) and tokenize a conversation into a
+        :class:`Sample`."""
+        inputs: dict[str, list[Any]] = {}
         lengths: dict[str, list[int]] = {}
         raw = set()
         for m, xs in (items or {}).items():

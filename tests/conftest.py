@@ -36,3 +36,19 @@ def random_image(seed: int = 0, size: int = 48) -> Image.Image:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def random_graph(
+    seed: int = 0, nodes: int = 7, features: int = 16, edge_dim: int | None = None, target: int | None = None
+) -> dict[str, np.ndarray]:
+    """A decoded graph (:func:`mmadapter.data.graph.decode_graph`'s arrays): a ring plus random chords."""
+    rng = np.random.default_rng(seed)
+    ring = np.stack([np.arange(nodes), (np.arange(nodes) + 1) % nodes])
+    chords = rng.integers(0, nodes, (2, nodes))
+    edges = np.concatenate([ring, ring[::-1], chords], 1).astype(np.int64)
+    out = {"x": rng.standard_normal((nodes, features)).astype(np.float32), "edge_index": edges}
+    if edge_dim is not None:
+        out["edge_attr"] = rng.standard_normal((edges.shape[1], edge_dim)).astype(np.float32)
+    if target is not None:
+        out["target"] = np.int64(target)
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_audio, random_image, tiny_recipe
+from conftest import random_audio, random_graph, random_image, tiny_recipe
 from torch.nn import functional as F
 
 from mmadapter.batch import MultimodalBatch
@@ -23,6 +23,8 @@ def chat(prompt: str, answer: str | None = None) -> list[dict[str, str]]:
 
 
 def raw_item(modality: str, seed: int = 0, seconds: float = 1.0):
+    if modality == "graph":
+        return random_graph(seed, nodes=5 + seed)
     return random_audio(seconds, seed) if modality == "audio" else random_image(seed)
 
 

@@ -5,6 +5,7 @@ Importing this package registers every type in :data:`PROJECTORS`.
 
 from mmadapter.projectors.base import PROJECTORS, Projector
 from mmadapter.projectors.conv import ConvProjector, ConvSpec
+from mmadapter.projectors.graph import GraphProjector, GraphSpec
 from mmadapter.projectors.linear import LinearProjector
 from mmadapter.projectors.mlp import MlpProjector, MlpSpec
 from mmadapter.projectors.pool import PoolProjector, PoolSpec
@@ -15,6 +16,8 @@ __all__ = [
     "PROJECTORS",
     "ConvProjector",
     "ConvSpec",
+    "GraphProjector",
+    "GraphSpec",
     "LinearProjector",
     "MlpProjector",
     "MlpSpec",

@@ -18,6 +18,10 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("conv", {"k": 3, "kernel": 5, "hidden": 8}),
     ("pool", {"k": 4}),
     ("qformer", {"num_queries": 3, "window": 4, "heads": 2, "hidden": 8}),
+    ("graph", {"mode": "nodes", "max_nodes": 9}),
+    ("graph", {"mode": "pool", "pooling": "max"}),
+    ("graph", {"mode": "pool", "pooling": "attention", "k": 3}),
+    ("graph", {"mode": "target", "pooling": "attention", "k": 2}),
 ]
 CASES = [(name, {}) for name in PROJECTORS] + VARIANTS
 
@@ -48,7 +52,7 @@ def projector(request: pytest.FixtureRequest) -> Projector:
 
 
 def test_every_type_is_registered() -> None:
-    assert {"linear", "mlp", "stack", "conv", "qformer", "pool"} <= set(PROJECTORS.names())
+    assert {"linear", "mlp", "stack", "conv", "qformer", "pool", "graph"} <= set(PROJECTORS.names())
 
 
 def test_output_lengths_shape_and_zero_padding(projector: Projector) -> None:
