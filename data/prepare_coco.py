@@ -20,80 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mmadapter.data.manifest_writer import LayoutError, Skip, media_ref, run_prepare
+
 PROG = "prepare_coco"
 LAYOUT = "ROOT/annotations/captions_<split><year>.json and ROOT/<split><year>/*.jpg"
-
-
-class LayoutError(Exception):
-    """The dataset folder is not laid out as expected."""
-
-
-@dataclass(frozen=True)
-class Skip:
-    """A sample that is not written: why (a short reason) and which (a path or key)."""
-
-    reason: str
-    detail: str
-
-
-@dataclass
-class Summary:
-    written: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-
-    def format(self, out: Path) -> str:
-        reasons = ", ".join(f"{r} {n} (first: {self.examples[r]})" for r, n in sorted(self.skipped.items()))
-        return f"{PROG}: wrote {self.written} samples to {out}; skipped {self.skipped.total()}" + (
-            f": {reasons}" if reasons else ""
-        )
-
-
-def media_ref(path: Path, manifest_dir: Path, absolute: bool) -> str:
-    """The manifest's path to a media file: relative to the manifest's folder, or absolute."""
-    path = Path(os.path.abspath(path))
-    return str(path) if absolute else os.path.relpath(path, os.path.abspath(manifest_dir))
-
-
-def write_manifest(items: Iterable[dict[str, Any] | Skip], out: Path) -> Summary:
-    """Write the records as JSONL (atomically), each checked by mmadapter's own manifest parser first."""
-    from mmadapter.data.manifest import parse_record
-    from mmadapter.data.skips import BadSample
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    summary, seen = Summary(), set()
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for item in items:
-                if isinstance(item, dict):
-                    line = json.dumps(item, ensure_ascii=False)
-                    try:
-                        parse_record(line, out.parent)
-                        if item["key"] in seen:
-                            raise BadSample("bad_json", item["key"], "duplicate key")
-                    except BadSample as e:
-                        item = Skip(e.reason, f"{item['key']}: {e}")
-                    else:
-                        seen.add(item["key"])
-                        f.write(line + "\n")
-                        summary.written += 1
-                        continue
-                summary.skipped[item.reason] += 1
-                summary.examples.setdefault(item.reason, item.detail)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return summary
 
 
 def find_split(root: Path, split: str, year: str) -> tuple[Path, Path]:
@@ -181,16 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Write the manifest; 0 when at least one sample was written, 1 when none, 2 on a layout error."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def load() -> Iterator[dict[str, Any] | Skip]:
         captions_file, image_dir = find_split(args.root, args.split, args.year)
         files, captions = load_captions(captions_file)
-    except LayoutError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    items = iter_samples(files, captions, image_dir, args.out.parent, args.absolute, args.one_caption_per_image)
-    summary = write_manifest(items, args.out)
-    print(summary.format(args.out))
-    return 0 if summary.written else 1
+        return iter_samples(files, captions, image_dir, args.out.parent, args.absolute, args.one_caption_per_image)
+
+    return run_prepare(PROG, args.out, load)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
 import random
-import re
 import sys
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mmadapter.data.manifest_writer import LayoutError, Skip, media_ref, run_prepare, sanitize_key, unique_key
 
 PROG = "prepare_fleurs"
 LAYOUTS = {
@@ -44,31 +42,6 @@ DEFAULT_AST_PROMPT = "Translate the audio into {target_lang}: <audio>"
 Row = tuple[str, str, str]  # one tsv utterance: the id translations are looked up by, audio file name, transcript
 
 
-class LayoutError(Exception):
-    """The dataset folder is not laid out as expected."""
-
-
-@dataclass(frozen=True)
-class Skip:
-    """A sample that is not written: why (a short reason) and which (a path or key)."""
-
-    reason: str
-    detail: str
-
-
-@dataclass
-class Summary:
-    written: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-
-    def format(self, out: Path) -> str:
-        reasons = ", ".join(f"{r} {n} (first: {self.examples[r]})" for r, n in sorted(self.skipped.items()))
-        return f"{PROG}: wrote {self.written} samples to {out}; skipped {self.skipped.total()}" + (
-            f": {reasons}" if reasons else ""
-        )
-
-
 @dataclass(frozen=True)
 class Language:
     """One language folder: its code, the split's tsv and the audio folder."""
@@ -76,59 +49,6 @@ class Language:
     code: str
     tsv: Path
     audio_dir: Path
-
-
-def media_ref(path: Path, manifest_dir: Path, absolute: bool) -> str:
-    """The manifest's path to a media file: relative to the manifest's folder, or absolute."""
-    path = Path(os.path.abspath(path))
-    return str(path) if absolute else os.path.relpath(path, os.path.abspath(manifest_dir))
-
-
-def write_manifest(items: Iterable[dict[str, Any] | Skip], out: Path) -> Summary:
-    """Write the records as JSONL (atomically), each checked by mmadapter's own manifest parser first."""
-    from mmadapter.data.manifest import parse_record
-    from mmadapter.data.skips import BadSample
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    summary, seen = Summary(), set()
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for item in items:
-                if isinstance(item, dict):
-                    line = json.dumps(item, ensure_ascii=False)
-                    try:
-                        parse_record(line, out.parent)
-                        if item["key"] in seen:
-                            raise BadSample("bad_json", item["key"], "duplicate key")
-                    except BadSample as e:
-                        item = Skip(e.reason, f"{item['key']}: {e}")
-                    else:
-                        seen.add(item["key"])
-                        f.write(line + "\n")
-                        summary.written += 1
-                        continue
-                summary.skipped[item.reason] += 1
-                summary.examples.setdefault(item.reason, item.detail)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return summary
-
-
-def sanitize_key(text: str) -> str:
-    """``text`` in the key alphabet: every character but letters, digits, ``_`` and ``-`` becomes ``-``."""
-    return re.sub(r"[^A-Za-z0-9_-]", "-", text)
-
-
-def unique_key(key: str, seen: set[str]) -> str:
-    """``key``, or ``key-2``, ``key-3``, … if taken; the result is added to ``seen``."""
-    candidate, n = key, 1
-    while candidate in seen:
-        n += 1
-        candidate = f"{key}-{n}"
-    seen.add(candidate)
-    return candidate
 
 
 def find_languages(root: Path, fmt: str, split: str, langs: list[str] | None) -> list[Language]:
@@ -280,19 +200,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Write the manifest; 0 when at least one sample was written, 1 when none, 2 on a layout error."""
     args = parse_args(argv)
-    try:
+
+    def load() -> Iterator[dict[str, Any] | Skip]:
         langs = find_languages(args.root, args.format, args.split, args.langs)
         tables = [read_rows(g.tsv, args.format, 2 if args.text == "raw" else 3) for g in langs]
         translations = read_translations(args.translations) if args.task == "ast" else {}
-    except LayoutError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    seen: set[str] = set()
-    pairs = zip(langs, tables, strict=True)
-    items = (item for g, rows in pairs for item in language_samples(g, rows, args, translations, seen))
-    summary = write_manifest(items, args.out)
-    print(summary.format(args.out))
-    return 0 if summary.written else 1
+        seen: set[str] = set()
+        pairs = zip(langs, tables, strict=True)
+        return (item for g, rows in pairs for item in language_samples(g, rows, args, translations, seen))
+
+    return run_prepare(PROG, args.out, load)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure throughput (bench data: the shard → batch pipeline)")
     bench_data.add_arguments(p)
     p.set_defaults(handler=bench_data.run)
+
+    from mmadapter.demo import run as demo
+
+    p = sub.add_parser("demo", help="the offline demo: synthetic data, staged training, inference, evaluation")
+    demo.add_arguments(p)
+    p.set_defaults(handler=demo.run)
     return parser
 
 

@@ -85,6 +85,8 @@ class MultimodalLM(nn.Module):
         llm, tokenizer = LLMS.get(m.llm.name, "model.llm.name")(m.llm)
         width = llm.get_input_embeddings().embedding_dim
         encoders = {mod: ENCODERS.get(s.name, f"model.encoders.{mod}.name")(s) for mod, s in m.encoders.items()}
+        for encoder in encoders.values():
+            encoder.bind_llm(llm, tokenizer)
         projectors = {
             mod: PROJECTORS.get(s.name, f"model.projectors.{mod}.name")(s, encoders[mod].embed_dim, width)
             for mod, s in m.projectors.items()

@@ -15,6 +15,10 @@ fi
 if ! ldconfig -p 2>/dev/null | grep -q libsndfile && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && apt-get install -y -qq libsndfile1 >/dev/null || echo "note: could not install libsndfile1" >&2
 fi
+# espeak-ng speaks the offline demo's synthetic speech (mmadapter/data/synthetic.py).
+if ! command -v espeak-ng >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null || echo "note: could not install espeak-ng" >&2
+fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 # shellcheck disable=SC1091

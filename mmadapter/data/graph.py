@@ -14,7 +14,7 @@ import zipfile
 
 import numpy as np
 
-from mmadapter.data.skips import BadSample
+from mmadapter.data.skips import BadSample, SkipReason
 
 __all__ = ["GRAPH_ARRAYS", "GRAPH_EXTENSION", "MAX_GRAPH_BYTES", "decode_graph"]
 
@@ -24,8 +24,8 @@ GRAPH_ARRAYS: tuple[str, ...] = ("edge_index", "x", "node_text", "edge_attr", "y
 MAX_GRAPH_BYTES = 1 << 30
 
 
-def _bad(name: str, detail: str) -> BadSample:
-    return BadSample("bad_graph", None, detail, name)
+def _bad(name: str, detail: str, reason: SkipReason = "bad_graph") -> BadSample:
+    return BadSample(reason, None, detail, name)
 
 
 def _numeric(arrays: dict[str, np.ndarray], field: str, name: str) -> np.ndarray:
@@ -67,8 +67,9 @@ def decode_graph(data: bytes, name: str, max_bytes: int = MAX_GRAPH_BYTES) -> di
         ``edge_attr`` float32 (E,) or (E, A), ``y`` and ``target`` the file holds.
 
     Raises:
-        BadSample: ``bad_graph`` naming what is wrong: unreadable or pickled arrays, unknown or missing
-            arrays, wrong dtypes or shapes, no nodes, edge indices outside [0, N).
+        BadSample: ``graph_no_nodes`` for a graph of N = 0 nodes, ``graph_edge_out_of_range`` for edge indices
+            outside [0, N), and ``bad_graph`` naming anything else that is wrong: unreadable or pickled arrays,
+            unknown or missing arrays, wrong dtypes or shapes.
     """
     arrays = _load(data, name, max_bytes)
     unknown = sorted(set(arrays) - set(GRAPH_ARRAYS))
@@ -95,13 +96,14 @@ def decode_graph(data: bytes, name: str, max_bytes: int = MAX_GRAPH_BYTES) -> di
         raise _bad(name, f"x and node_text disagree on the node count: {sorted(nodes)}")
     (n,) = nodes
     if n == 0:
-        raise _bad(name, "no nodes (N = 0)")
+        raise _bad(name, "no nodes (N = 0)", "graph_no_nodes")
 
     edge_index = arrays["edge_index"]
     if edge_index.dtype.kind not in "iu" or edge_index.ndim != 2 or edge_index.shape[0] != 2:
         raise _bad(name, f"edge_index must be (2, E) integers, got {edge_index.dtype} {edge_index.shape}")
     if edge_index.size and (edge_index.min() < 0 or edge_index.max() >= n):
-        raise _bad(name, f"edge_index values span [{edge_index.min()}, {edge_index.max()}], outside [0, {n})")
+        span = f"[{edge_index.min()}, {edge_index.max()}]"
+        raise _bad(name, f"edge_index values span {span}, outside [0, {n})", "graph_edge_out_of_range")
     out["edge_index"] = edge_index.astype(np.int64)
 
     if "edge_attr" in arrays:

@@ -35,6 +35,8 @@ SkipReason = Literal[
     "corrupt_image",
     "too_large_image",
     "bad_graph",
+    "graph_no_nodes",
+    "graph_edge_out_of_range",
     "bad_json",
     "placeholder_mismatch",
     "too_long",

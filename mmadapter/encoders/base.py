@@ -69,6 +69,10 @@ class Encoder(nn.Module, ABC):
         """Length of one transformed item, as passed to :meth:`output_length`."""
         return int(features.shape[-1])
 
+    def bind_llm(self, llm: nn.Module, tokenizer: Any) -> None:
+        """Called by :meth:`MultimodalLM.from_recipe` once the LLM is built, for encoders whose inputs depend on
+        it (graph node texts embedded with the LLM's input embeddings). Default: nothing."""
+
 
 class EncoderSpec(ComponentSpec):
     """Options of an encoder family whose weights come from ``name_or_path`` or are random from ``config``.

@@ -28,6 +28,8 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import GATConv, GCNConv, GINConv, GINEConv, SAGEConv
 from torch_geometric.utils import to_dense_batch
 
+from mmadapter.config import RecipeError
+from mmadapter.data.node_text import NodeTextFeatures, NodeTextSpec, build_node_text_features
 from mmadapter.data.skips import BadSample
 from mmadapter.encoders.base import ENCODERS, Encoder, EncoderSpec
 
@@ -57,6 +59,11 @@ class GnnSpec(EncoderSpec):
             ``in_dim == hidden``, else all but the first).
         edge_dim: Edge feature width A; the graphs' ``edge_attr`` is used only when set (``gat`` and ``gin``).
         heads: Attention heads of ``gat``; must divide ``hidden``.
+        node_text: Take node features from the graphs' ``node_text`` instead of ``x``: ``llm_embeddings`` (mean of
+            the frozen LLM's input embeddings of each text's tokens; ``in_dim`` must be the LLM width) or
+            ``{encoder: <HF text encoder>}`` (its mean-pooled last hidden state; ``in_dim`` its width), with
+            ``max_length``, ``cache_dir`` and more (:class:`~mmadapter.data.node_text.NodeTextSpec`). ``None``:
+            numeric ``x``.
     """
 
     arch: Arch = "gcn"
@@ -68,6 +75,7 @@ class GnnSpec(EncoderSpec):
     residual: bool = False
     edge_dim: PositiveInt | None = None
     heads: PositiveInt = 2
+    node_text: NodeTextSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> GnnSpec:
@@ -114,6 +122,8 @@ class GnnEncoder(Encoder):
     def __init__(self, spec: GnnSpec) -> None:
         super().__init__()
         self.in_dim, self.embed_dim, self.edge_dim = spec.in_dim, spec.hidden, spec.edge_dim
+        self.node_text = spec.node_text
+        self.node_features: NodeTextFeatures | None = None  # set by bind_llm; a plain object, not a submodule
         widths = [spec.in_dim] + [spec.hidden] * (spec.layers - 1)
         self.convs = nn.ModuleList(_conv(spec, w) for w in widths)
         self.norms = nn.ModuleList(_norm(spec.norm, spec.hidden) for _ in widths[1:])
@@ -144,6 +154,22 @@ class GnnEncoder(Encoder):
             raise ValueError(f"lengths {lengths.tolist()} disagree with the batch's nodes per graph {counts.tolist()}")
         return dense, counts
 
+    def bind_llm(self, llm: nn.Module, tokenizer: Any) -> None:
+        """With ``node_text``, set up the cached node-text features and check their width against ``in_dim``.
+
+        Raises:
+            RecipeError: ``in_dim`` differs from the width of the node-text features.
+        """
+        if self.node_text is None:
+            return
+        features = build_node_text_features(self.node_text, llm, tokenizer)
+        width = features.embedder.dim
+        if width is not None and width != self.in_dim:
+            source = "the LLM width" if self.node_text.encoder is None else f"the width of {self.node_text.encoder}"
+            detail = f"is {self.in_dim}, but node_text features have {width} ({source}); set it to {width}"
+            raise RecipeError([("model.encoders.graph.in_dim", detail)])
+        self.node_features = features
+
     def output_length(self, input_length: int) -> int:
         """One embedding per node."""
         return input_length
@@ -155,20 +181,29 @@ class GnnEncoder(Encoder):
     def transform(self, raw: dict[str, Any]) -> Data:  # type: ignore[override]
         """A decoded graph (:func:`mmadapter.data.graph.decode_graph`) → ``Data``.
 
-        ``x`` float32 ``(N, F)``, ``edge_index`` int64 ``(2, E)``, ``edge_attr`` float32 ``(E, A)`` when
+        ``x`` float32 ``(N, F)`` (with ``node_text``: the cached features of the graph's node texts),
+        ``edge_index`` int64 ``(2, E)``, ``edge_attr`` float32 ``(E, A)`` when
         ``edge_dim`` is set. An integer ``target`` names the target node: nodes are relabelled (target first,
         the others in their order) and ``Data.target`` is 0; the original index is kept as ``target_index``. Both
         are -1 for a graph without a target.
 
         Raises:
             BadSample: ``bad_graph`` (a ``ValueError``; the data pipeline skips and counts the sample): no
-                numeric ``x`` (node texts must be embedded first), ``x`` of another width than ``in_dim``, missing
-                or misshapen ``edge_attr`` while ``edge_dim`` is set, or a ``target`` that is not one node index in
-                ``[0, N)``.
+                numeric ``x`` without ``node_text`` set, no ``node_text`` with it set, ``x`` of another width than
+                ``in_dim``, missing or misshapen ``edge_attr`` while ``edge_dim`` is set, or a ``target`` that is not
+                one node index in ``[0, N)``.
         """
-        if "x" not in raw:
-            raise _bad("the graph has no numeric node features x; embed its node_text first")
-        x = torch.as_tensor(np.asarray(raw["x"], dtype=np.float32))
+        if self.node_text is not None:
+            if "node_text" not in raw:
+                raise _bad("the encoder embeds node texts (model.encoders.graph.node_text) but the graph has none")
+            if self.node_features is None:
+                raise RuntimeError("node_text is set but bind_llm was not called (build through MultimodalLM)")
+            features = self.node_features(raw["node_text"])
+        elif "x" not in raw:
+            raise _bad("the graph has no numeric node features x; set model.encoders.graph.node_text to embed texts")
+        else:
+            features = raw["x"]
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32))
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise _bad(f"node features x must be (N, {self.in_dim}) for this encoder, got {tuple(x.shape)}")
         edge_index = torch.as_tensor(np.asarray(raw["edge_index"], dtype=np.int64))

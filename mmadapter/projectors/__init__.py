@@ -9,6 +9,7 @@ from mmadapter.projectors.graph import GraphProjector, GraphSpec
 from mmadapter.projectors.linear import LinearProjector
 from mmadapter.projectors.mlp import MlpProjector, MlpSpec
 from mmadapter.projectors.pool import PoolProjector, PoolSpec
+from mmadapter.projectors.prefix import PrefixProjector, PrefixSpec
 from mmadapter.projectors.qformer import QFormerProjector, QFormerSpec
 from mmadapter.projectors.stack import StackProjector, StackSpec
 
@@ -23,6 +24,8 @@ __all__ = [
     "MlpSpec",
     "PoolProjector",
     "PoolSpec",
+    "PrefixProjector",
+    "PrefixSpec",
     "Projector",
     "QFormerProjector",
     "QFormerSpec",

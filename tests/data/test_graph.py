@@ -11,10 +11,10 @@ from mmadapter.data.graph import decode_graph
 from mmadapter.data.skips import BadSample
 
 
-def bad_graph_detail(data: bytes) -> str:
+def bad_graph_detail(data: bytes, reason: str = "bad_graph") -> str:
     with pytest.raises(BadSample) as info:
         decode_graph(data, "g.graph.npz")
-    assert info.value.reason == "bad_graph" and info.value.source == "g.graph.npz"
+    assert info.value.reason == reason and info.value.source == "g.graph.npz"
     return info.value.detail
 
 
@@ -36,12 +36,15 @@ def test_text_only_graph_without_edges() -> None:
     assert graph["edge_index"].shape == (2, 0) and "x" not in graph
 
 
-def test_out_of_range_and_no_nodes_differ() -> None:
-    out_of_range = bad_graph_detail(graph_bytes(edge_index=np.array([[0, 3], [1, 0]]), x=np.zeros((3, 2))))
-    no_nodes = bad_graph_detail(graph_bytes(edge_index=np.zeros((2, 0), np.int64), x=np.zeros((0, 2))))
-    assert "outside [0, 3)" in out_of_range
-    assert "no nodes" in no_nodes
-    assert "outside" in bad_graph_detail(graph_bytes(edge_index=np.array([[-1], [0]]), x=np.zeros((3, 2))))
+def test_out_of_range_and_no_nodes_have_their_own_reasons() -> None:
+    out_of_range = graph_bytes(edge_index=np.array([[0, 3], [1, 0]]), x=np.zeros((3, 2)))
+    no_nodes = graph_bytes(edge_index=np.zeros((2, 0), np.int64), x=np.zeros((0, 2)))
+    assert "outside [0, 3)" in bad_graph_detail(out_of_range, "graph_edge_out_of_range")
+    assert "no nodes" in bad_graph_detail(no_nodes, "graph_no_nodes")
+    negative = graph_bytes(edge_index=np.array([[-1], [0]]), x=np.zeros((3, 2)))
+    assert "outside" in bad_graph_detail(negative, "graph_edge_out_of_range")
+    no_texts = graph_bytes(edge_index=np.zeros((2, 0), np.int64), node_text=np.zeros(0, dtype="<U1"))
+    assert "no nodes" in bad_graph_detail(no_texts, "graph_no_nodes")
 
 
 @pytest.mark.parametrize(

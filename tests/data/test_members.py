@@ -89,7 +89,11 @@ def test_numpy_members_with_objects_are_unsafe_plain_ones_ignored() -> None:
         ({"jpg": None, "0.png": image_bytes(), "0.jpg": image_bytes()}, "placeholder_mismatch", "numbered 0"),
         ({"jpg": b"not an image"}, "corrupt_image", "cannot identify"),
         ({"1.wav": b""}, "empty_audio", "0 bytes"),
-        ({"graph.npz": graph_bytes(edge_index=np.array([[0], [9]]), x=np.zeros((2, 1)))}, "bad_graph", "outside"),
+        (
+            {"graph.npz": graph_bytes(edge_index=np.array([[0], [9]]), x=np.zeros((2, 1)))},
+            "graph_edge_out_of_range",
+            "outside",
+        ),
     ],
 )
 def test_bad_samples(change: dict[str, Any], reason: str, detail: str) -> None:

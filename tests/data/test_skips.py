@@ -17,6 +17,8 @@ def test_closed_set_of_reasons() -> None:
         "corrupt_image",
         "too_large_image",
         "bad_graph",
+        "graph_no_nodes",
+        "graph_edge_out_of_range",
         "bad_json",
         "placeholder_mismatch",
         "too_long",

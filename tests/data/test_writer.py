@@ -211,3 +211,29 @@ def test_a_bug_stops_the_run_without_leaving_a_partial_shard(
     # utt-0 filled shard 0; shard 1 (utt-1, still open) is dropped; no stats.json marks the run unfinished.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-000000.tar"]
     assert [key for key, _ in read_tars([tmp_path / "shard-000000.tar"])] == ["utt-0"]
+
+
+def test_shard_cli_counts_bad_graphs_under_their_own_reasons(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mmadapter.cli import main
+
+    graphs = {
+        "good": good_graph(),
+        "out_of_range": {"edge_index": np.array([[0, 1], [1, 5]]), "x": np.zeros((3, 2), np.float32)},
+        "no_nodes": {"edge_index": np.zeros((2, 0), np.int64), "x": np.zeros((0, 2), np.float32)},
+        "broken": {"edge_index": np.zeros((2, 1), np.float32), "x": np.zeros((2, 2), np.float32)},
+    }
+    lines = []
+    for key, arrays in graphs.items():
+        (tmp_path / f"{key}.graph.npz").write_bytes(graph_bytes(**arrays))
+        lines.append({"key": key, "graph": f"{key}.graph.npz", "prompt": "Class of <graph>?", "response": "a"})
+    manifest = tmp_path / "graphs.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["shard", str(manifest), str(tmp_path / "out")]) == 0
+    expected = {"bad_graph": 1, "graph_no_nodes": 1, "graph_edge_out_of_range": 1}
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["written"] == 1 and stats["skipped"] == expected
+    printed = capsys.readouterr().out
+    assert "wrote 1 samples" in printed
+    assert "bad_graph 1, graph_no_nodes 1, graph_edge_out_of_range 1" in printed
+    [(key, members)] = read_tars([tmp_path / "out" / stats["shards"][0]["path"]])
+    assert key == "good" and members["graph.npz"] == (tmp_path / "good.graph.npz").read_bytes()

@@ -109,6 +109,18 @@ def test_qformer_default_hidden_is_capped_and_divisible_by_heads() -> None:
     assert hidden(12, heads=3) == 12
 
 
+def test_prefix_maps_the_class_token_or_the_mean_to_k_tokens_each_with_its_own_weights() -> None:
+    p = build("prefix", length=3, hidden=4)
+    x = torch.randn(7, IN_DIM)
+    hidden = F.gelu(x[0] @ p.mlp[0].weight.T + p.mlp[0].bias)
+    expected = (hidden @ p.mlp[2].weight.T + p.mlp[2].bias).reshape(3, OUT_DIM)
+    torch.testing.assert_close(run_one(p, x), expected)
+    assert p.output_length(1) == p.output_length(500) == 3
+    mean = build("prefix", length=2, summary="mean")
+    hidden = F.gelu(x.mean(0) @ mean.mlp[0].weight.T + mean.mlp[0].bias)  # padding frames do not count
+    torch.testing.assert_close(run_one(mean, x), (hidden @ mean.mlp[2].weight.T + mean.mlp[2].bias).reshape(2, OUT_DIM))
+
+
 @pytest.mark.parametrize("name", PROJECTORS.names())
 def test_specs_reject_unknown_options(name: str) -> None:
     with pytest.raises(ValidationError, match="not_an_option"):
@@ -125,6 +137,8 @@ def test_specs_reject_unknown_options(name: str) -> None:
         ("pool", {"k": 0}),
         ("qformer", {"hidden": 100, "heads": 8}),
         ("qformer", {"window": 0}),
+        ("prefix", {"length": 0}),
+        ("prefix", {"summary": "last"}),
     ],
 )
 def test_specs_reject_bad_values(name: str, options: dict[str, Any]) -> None:

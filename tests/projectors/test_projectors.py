@@ -52,7 +52,7 @@ def projector(request: pytest.FixtureRequest) -> Projector:
 
 
 def test_every_type_is_registered() -> None:
-    assert {"linear", "mlp", "stack", "conv", "qformer", "pool", "graph"} <= set(PROJECTORS.names())
+    assert {"linear", "mlp", "stack", "conv", "qformer", "pool", "prefix", "graph"} <= set(PROJECTORS.names())
 
 
 def test_output_lengths_shape_and_zero_padding(projector: Projector) -> None:

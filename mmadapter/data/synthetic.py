@@ -1,0 +1,424 @@
+"""Synthetic multilingual data for the offline demo: spoken digit strings and images of coloured shapes.
+
+Speech: strings of 3–6 digits (``"3 7 1 9"``) spoken by espeak-ng in English, German, Spanish, French and
+Italian, read at a steady pace, as a number is read out for dictation: one digit every
+:data:`SLOT_S` seconds, each clip :data:`SLOTS` slots long (trailing slots silent). espeak-ng reads digits
+separated by spaces one by one, as words of the voice's language (``drei sieben eins neun``), with long
+pauses between them; the words are cut at those pauses and each placed at the start of its slot (with a
+few milliseconds of jitter). Voices, voice variants (``en+m3``, ``de+f2``), speed and pitch vary per
+utterance, and a little noise is added. The audio is resampled from espeak's 22.05 kHz to 16 kHz mono and
+stored as FLAC. The target text is the digits themselves.
+
+Images: one or two coloured shapes with their caption (:mod:`mmadapter.data.synthetic_images`); instruction
+sets ask about the same files in other words (:mod:`mmadapter.data.synthetic_instruct`).
+
+Everything is planned from one seed before any file is written, and every file depends only on its own plan
+entry, so the output is the same whatever the number of workers. Layout of ``out_dir``::
+
+    audio/<lang>/<key>.flac, images/<key>.png
+    <set>_<split>.jsonl                        one manifest per set and split (sets: speech_<lang>, images)
+    shards/<set>/<split>/shard-000000.tar      written by mmadapter.data.writer.write_shards, with stats.json
+
+Manifest lines use the short form (``task`` asr / caption, whose default prompts the pipeline adds), ``lang``
+and free metadata: ``voice``, ``speed``, ``pitch`` for speech; ``objects`` (left to right) for images.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from mmadapter.data.synthetic_images import (
+    COLOURS,
+    IMAGE_SIZE,
+    SHAPES,
+    ImagePlan,
+    ShapeItem,
+    caption,
+    plan_images,
+    render_image,
+    shape_mask,
+    write_image,
+)
+from mmadapter.data.synthetic_instruct import instruct_lines
+
+__all__ = [
+    "COLOURS",
+    "DIGIT_WORDS",
+    "IMAGE_SIZE",
+    "LANGUAGES",
+    "SHAPES",
+    "DataSizes",
+    "ImagePlan",
+    "ShapeItem",
+    "SyntheticData",
+    "Utterance",
+    "caption",
+    "espeak_binary",
+    "paced",
+    "plan_images",
+    "plan_speech",
+    "render_image",
+    "resample_fft",
+    "shape_mask",
+    "synthesize_data",
+    "synthesize_utterance",
+    "word_spans",
+]
+
+SAMPLE_RATE = 16_000
+LANGUAGES: tuple[str, ...] = ("en", "de", "es", "fr", "it")
+# How espeak-ng reads each digit (checked with `espeak-ng -q -x -v <lang> "0 1 2 …"`); used for texts the LLM
+# learns from, never to synthesise (espeak reads the digits itself).
+DIGIT_WORDS: dict[str, tuple[str, ...]] = {
+    "en": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+    "de": ("null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"),
+    "es": ("cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve"),
+    "fr": ("zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf"),
+    "it": ("zero", "uno", "due", "tre", "quattro", "cinque", "sei", "sette", "otto", "nove"),
+}
+# espeak-ng voices per language (regional accents), combined with VARIANTS (``en+m3``).
+VOICES: dict[str, tuple[str, ...]] = {
+    "en": ("en", "en-us"),
+    "de": ("de",),
+    "es": ("es", "es-419"),
+    "fr": ("fr", "fr-be"),
+    "it": ("it",),
+}
+VARIANTS: tuple[str, ...] = (
+    *(f"m{i}" for i in range(1, 8)),
+    *(f"f{i}" for i in range(1, 6)),
+    "klatt",
+    "Andy",
+    "Annie",
+    "edward",
+    "john",
+    "max",
+    "paul",
+    "robert",
+    "steph",
+)
+SPEED_WPM = (150, 210)  # espeak-ng -s
+PITCH = (25, 75)  # espeak-ng -p (0–99)
+SPEECH_GAP = 60  # espeak-ng -g between the digits (units of 10 ms), cut at afterwards
+DIGITS = (3, 6)
+SLOTS = DIGITS[1]  # every clip has room for the longest digit string
+SLOT_S = 0.8  # seconds per digit; the longest word (Italian "quattro" at 150 wpm) takes about 0.6 s
+ONSET_JITTER_S = (0.0, 0.05)  # where a word starts within its slot
+
+
+class EspeakMissing(FileNotFoundError):
+    """espeak-ng is not installed."""
+
+
+def espeak_binary() -> str:
+    """The ``espeak-ng`` executable on ``PATH``.
+
+    Raises:
+        EspeakMissing: it is not installed, with how to install it.
+    """
+    found = shutil.which("espeak-ng")
+    if found is None:
+        raise EspeakMissing(
+            "espeak-ng is not installed; the demo synthesises its speech with it. Install it with "
+            "`apt-get install -y espeak-ng` (Debian/Ubuntu; scripts/setup_env.sh does this when run as root) "
+            "or `brew install espeak-ng` (macOS), then run again."
+        )
+    return found
+
+
+# --- speech -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One planned utterance: what espeak-ng says, in which voice, and its noise seed."""
+
+    key: str
+    lang: str
+    digits: tuple[int, ...]
+    voice: str
+    speed: int
+    pitch: int
+    onset_jitter: tuple[float, ...]
+    noise_seed: int
+
+    @property
+    def text(self) -> str:
+        """The target text and what espeak-ng is given: digits separated by spaces."""
+        return " ".join(map(str, self.digits))
+
+
+def plan_speech(lang: str, count: int, seed: int) -> list[Utterance]:
+    """``count`` utterances of ``lang``, drawn from a generator seeded by ``(seed, lang)``.
+
+    Raises:
+        ValueError: an unknown language.
+    """
+    if lang not in VOICES:
+        raise ValueError(f"no espeak-ng voices for language {lang!r}; available: {', '.join(VOICES)}")
+    rng = np.random.default_rng([seed, LANGUAGES.index(lang) if lang in LANGUAGES else len(LANGUAGES)])
+    out = []
+    for i in range(count):
+        n = int(rng.integers(DIGITS[0], DIGITS[1] + 1))
+        voice = f"{rng.choice(VOICES[lang])}+{rng.choice(VARIANTS)}"
+        out.append(
+            Utterance(
+                key=f"{lang}-{i:05d}",
+                lang=lang,
+                digits=tuple(int(d) for d in rng.integers(0, 10, n)),
+                voice=voice,
+                speed=int(rng.integers(SPEED_WPM[0], SPEED_WPM[1] + 1)),
+                pitch=int(rng.integers(PITCH[0], PITCH[1] + 1)),
+                onset_jitter=tuple(round(float(x), 3) for x in rng.uniform(*ONSET_JITTER_S, n)),
+                noise_seed=int(rng.integers(2**31)),
+            )
+        )
+    return out
+
+
+def resample_fft(wave: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling of ``(t,)`` audio by truncating (or zero-padding) its spectrum.
+
+    Exact for periodic signals and fine for clips that start and end in silence; much faster than a
+    windowed-sinc resampler for ratios like 22 050 → 16 000 Hz, whose reduced fraction needs a long kernel.
+    The clip is zero-padded to a length whose FFTs at both rates are fast, and the padding cut off again.
+    """
+    if rate == new_rate:
+        return wave
+    ratio = Fraction(new_rate, rate)
+    blocks = _smooth_at_least(-(-wave.size // ratio.denominator))
+    n_in, n_out = blocks * ratio.denominator, blocks * ratio.numerator
+    spectrum = np.fft.rfft(wave, n_in)
+    bins = n_out // 2 + 1
+    spectrum = spectrum[:bins] if spectrum.size >= bins else np.pad(spectrum, (0, bins - spectrum.size))
+    out = np.fft.irfft(spectrum, n_out) * (n_out / n_in)
+    return out[: round(wave.size * new_rate / rate)].astype(np.float32)
+
+
+def _smooth_at_least(n: int) -> int:
+    """The smallest number ≥ ``n`` with no prime factor above 5 (FFT sizes that are fast)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def word_spans(wave: np.ndarray, rate: int, count: int, name: str) -> list[tuple[int, int]]:
+    """Sample spans of the ``count`` words of ``wave``, which espeak-ng spoke with long pauses between them.
+
+    Loud 10 ms frames (above 2% of the loudest) form runs; runs less than 0.2 s apart are one word (stop
+    closures inside words are shorter), and while there are more runs than words the two closest merge.
+
+    Raises:
+        RuntimeError: fewer than ``count`` words were found (the message names ``name``).
+    """
+    hop = max(1, rate // 100)
+    frames = wave[: wave.size // hop * hop].reshape(-1, hop)
+    energy = np.sqrt((frames**2).mean(axis=1))
+    loud = np.flatnonzero(energy > 0.02 * max(float(energy.max()), 1e-9))
+    if loud.size == 0:
+        raise RuntimeError(f"{name}: espeak-ng produced silence")
+    breaks = np.flatnonzero(np.diff(loud) > 1)
+    starts, ends = loud[np.r_[0, breaks + 1]], loud[np.r_[breaks, loud.size - 1]]
+    runs = [[int(a), int(b) + 1] for a, b in zip(starts, ends, strict=True)]
+    merged = [runs[0]]
+    for run in runs[1:]:
+        if run[0] - merged[-1][1] < 20:
+            merged[-1][1] = run[1]
+        else:
+            merged.append(run)
+    while len(merged) > count:
+        i = int(np.argmin([b[0] - a[1] for a, b in itertools.pairwise(merged)]))
+        merged[i : i + 2] = [[merged[i][0], merged[i + 1][1]]]
+    if len(merged) < count:
+        raise RuntimeError(f"{name}: found {len(merged)} spoken words, expected {count}")
+    return [(a * hop, b * hop) for a, b in merged]
+
+
+def paced(words: Sequence[np.ndarray], onsets: Sequence[float], rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Place word ``j`` at ``j * SLOT_S + onsets[j]`` seconds in a clip of ``SLOTS`` slots (cut, with a 10 ms
+    fade, where a word would run into the next slot)."""
+    slot = round(SLOT_S * rate)
+    out = np.zeros(SLOTS * slot, dtype=np.float32)
+    fade = rate // 100
+    for j, (word, onset) in enumerate(zip(words, onsets, strict=True)):
+        start = j * slot + round(onset * rate)
+        word = word[: (j + 1) * slot - start].copy()
+        if word.size > fade:
+            word[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+        out[start : start + word.size] = word
+    return out
+
+
+def synthesize_utterance(utt: Utterance, path: Path | str, espeak: str | None = None) -> float:
+    """Speak ``utt`` with espeak-ng at a steady pace and write it to ``path`` as 16 kHz mono FLAC; returns its
+    duration in s (always ``SLOTS * SLOT_S``).
+
+    Raises:
+        EspeakMissing: espeak-ng is not installed.
+        RuntimeError: espeak-ng failed, produced no audio, or its words could not be told apart (the message
+            holds the key and espeak-ng's stderr).
+    """
+    cmd = [espeak or espeak_binary(), "--stdout", "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch)]
+    result = subprocess.run([*cmd, "-g", str(SPEECH_GAP), utt.text], capture_output=True, check=False)
+    if result.returncode != 0 or len(result.stdout) < 100:
+        raise RuntimeError(f"espeak-ng failed for {utt.key} ({' '.join(cmd)}): {result.stderr.decode().strip()}")
+    audio, rate = sf.read(io.BytesIO(result.stdout), dtype="float32", always_2d=True)
+    raw = resample_fft(audio.mean(axis=1), rate, SAMPLE_RATE)
+    spans = word_spans(raw, SAMPLE_RATE, len(utt.digits), utt.key)
+    wave = paced([raw[a:b] for a, b in spans], utt.onset_jitter)
+    rng = np.random.default_rng(utt.noise_seed)
+    wave = wave / max(float(np.abs(wave).max()), 1e-6) * rng.uniform(0.3, 0.9)
+    wave = wave + rng.normal(0.0, rng.uniform(1e-3, 5e-3), wave.size).astype(np.float32)
+    sf.write(str(path), np.clip(wave, -1.0, 1.0), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return wave.size / SAMPLE_RATE
+
+
+# --- the data set -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSizes:
+    """How many utterances per language and images to make, and how many of each are held out for testing."""
+
+    speech: Mapping[str, int]
+    speech_test: Mapping[str, int]
+    images: int
+    images_test: int
+    instruct: tuple[str, ...] = ()
+    """Sets (``speech_en``, ``images``) that also get an instruction set ``<name>_instruct`` of the same files
+    (:mod:`mmadapter.data.synthetic_instruct`)."""
+
+    def __post_init__(self) -> None:
+        for lang, n in self.speech.items():
+            if not 0 < self.speech_test.get(lang, 0) < n:
+                raise ValueError(f"speech_test[{lang!r}] must be between 1 and speech[{lang!r}] - 1 = {n - 1}")
+        if not 0 < self.images_test < self.images:
+            raise ValueError(f"images_test must be between 1 and images - 1 = {self.images - 1}")
+
+
+@dataclass
+class SyntheticData:
+    """Where the data went: manifests and shard directories by set name (``speech_en``, …, ``images``)."""
+
+    root: Path
+    manifests: dict[str, dict[str, Path]] = field(default_factory=dict)  # set → split → manifest
+    shards: dict[str, dict[str, Path]] = field(default_factory=dict)  # set → split → shard directory
+    seconds: dict[str, float] = field(default_factory=dict)  # set → total audio seconds (speech sets)
+
+    def shard_pattern(self, name: str, split: str) -> str:
+        """The shard path(s) of a set and split, for a recipe's ``data.train[].shards``."""
+        return str(self.shards[name][split] / "shard-000000.tar")
+
+
+def _speak(task: tuple[Utterance, str, str]) -> float:
+    utt, path, espeak = task
+    return synthesize_utterance(utt, path, espeak)
+
+
+def _draw(task: tuple[ImagePlan, str]) -> None:
+    write_image(*task)
+
+
+def _run_all(jobs: Sequence[tuple[Callable[[Any], Any], Sequence[Any]]], workers: int) -> list[list[Any]]:
+    """``[list(map(fn, tasks)) for fn, tasks in jobs]`` on ``workers`` threads.
+
+    Threads, not processes: the work is in the espeak-ng processes each thread starts (one per utterance, which
+    keeps espeak-ng deterministic: its library carries state from one utterance to the next) and in numpy,
+    libsndfile and Pillow, which release the GIL. A Python process pool would first spend seconds importing
+    torch in every worker (this package's ``__init__`` imports it).
+    """
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        pending = [pool.map(fn, tasks) for fn, tasks in jobs]
+        return [list(results) for results in pending]
+
+
+def _write_manifest(path: Path, lines: Iterable[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def synthesize_data(out_dir: Path | str, sizes: DataSizes, seed: int = 0, workers: int = 2) -> SyntheticData:
+    """Synthesise speech and images, write one manifest per set and split, and shard each manifest.
+
+    The first ``speech_test[lang]`` utterances of each language and the first ``images_test`` images form the
+    ``test`` split, the rest ``train``. Existing files in ``out_dir`` are overwritten.
+
+    Args:
+        out_dir: Where everything goes (created if needed).
+        sizes: Counts per language and of images.
+        seed: Plans every utterance and image; the same seed gives byte-identical shards.
+        workers: Threads that synthesise (each runs one espeak-ng process at a time).
+
+    Raises:
+        EspeakMissing: speech is asked for and espeak-ng is not installed.
+    """
+    from mmadapter.data.writer import write_shards  # imports torch: only when shards are written
+
+    root = Path(out_dir)
+    data = SyntheticData(root)
+    espeak = espeak_binary() if sizes.speech else ""
+    sets: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    speech_tasks, image_tasks = [], []
+    for lang, count in sizes.speech.items():
+        (root / "audio" / lang).mkdir(parents=True, exist_ok=True)
+        name = f"speech_{lang}"
+        sets[name] = {"train": [], "test": []}
+        for i, utt in enumerate(plan_speech(lang, count, seed)):
+            rel = f"audio/{lang}/{utt.key}.flac"
+            speech_tasks.append((utt, str(root / rel), espeak))
+            line = {"key": utt.key, "audio": rel, "task": "asr", "lang": lang, "response": utt.text}
+            line |= {"voice": utt.voice, "speed": utt.speed, "pitch": utt.pitch}
+            sets[name]["test" if i < sizes.speech_test[lang] else "train"].append(line)
+    if sizes.images:
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        sets["images"] = {"train": [], "test": []}
+        for i, plan in enumerate(plan_images(sizes.images, seed)):
+            rel = f"images/{plan.key}.png"
+            image_tasks.append((plan, str(root / rel)))
+            objects = [asdict(o) for o in plan.objects]
+            line = {"key": plan.key, "image": rel, "task": "caption", "lang": "en", "response": plan.caption}
+            sets["images"]["test" if i < sizes.images_test else "train"].append(line | {"objects": objects})
+
+    for name in sizes.instruct:
+        if name not in sets:
+            raise ValueError(f"instruct names {name!r}, which is not made; sets: {', '.join(sets)}")
+        sets[f"{name}_instruct"] = {split: list(instruct_lines(lines, seed)) for split, lines in sets[name].items()}
+
+    durations, _ = _run_all([(_speak, speech_tasks), (_draw, image_tasks)], workers)
+    by_key = {utt.key: d for (utt, _, _), d in zip(speech_tasks, durations, strict=True)}
+
+    for name, splits in sets.items():
+        data.manifests[name], data.shards[name] = {}, {}
+        if name.startswith("speech_") and not name.endswith("_instruct"):
+            data.seconds[name] = sum(by_key[line["key"]] for lines in splits.values() for line in lines)
+        for split, lines in splits.items():
+            manifest = root / f"{name}_{split}.jsonl"
+            _write_manifest(manifest, lines)
+            shard_dir = root / "shards" / name / split
+            # One process: validating these small files takes less time than starting a pool.
+            stats = write_shards(manifest, shard_dir, max_count=1_000_000, overwrite=True)
+            if stats["written"] != len(lines) or len(stats["shards"]) != 1:
+                raise RuntimeError(f"{manifest}: wrote {stats['written']} of {len(lines)} samples: {stats}")
+            data.manifests[name][split], data.shards[name][split] = manifest, shard_dir
+    return data

@@ -1,0 +1,41 @@
+"""Demo data: how much synthetic speech and how many images the full and the quick demo make."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmadapter.data.synthetic import LANGUAGES, DataSizes, SyntheticData, synthesize_data
+from mmadapter.demo.steps import timed
+
+__all__ = ["FULL_SIZES", "QUICK_SIZES", "make_demo_data"]
+
+FULL_SIZES = DataSizes(
+    speech={lang: 1500 if lang == "en" else 500 for lang in LANGUAGES},
+    # 100 held out per language leaves 400 (≤ 500) to teach the projector a new language with.
+    speech_test={lang: 200 if lang == "en" else 100 for lang in LANGUAGES},
+    images=2000,
+    images_test=200,
+    instruct=("speech_en", "images"),
+)
+QUICK_SIZES = DataSizes(
+    speech={lang: 200 if lang == "en" else 60 for lang in LANGUAGES},
+    speech_test={lang: 40 if lang == "en" else 20 for lang in LANGUAGES},
+    images=240,
+    images_test=40,
+    instruct=("speech_en", "images"),
+)
+
+
+def make_demo_data(out_dir: Path | str, quick: bool = False, seed: int = 0, workers: int = 2) -> SyntheticData:
+    """Synthesise the demo's speech and images into ``out_dir`` (manifests and shards; see
+    :mod:`mmadapter.data.synthetic`), printing the time it took.
+
+    Raises:
+        FileNotFoundError: espeak-ng is not installed (the message says how to install it).
+    """
+    sizes = QUICK_SIZES if quick else FULL_SIZES
+    with timed("data: synthesise speech (espeak-ng) and images, write shards"):
+        data = synthesize_data(out_dir, sizes, seed=seed, workers=workers)
+    minutes = sum(data.seconds.values()) / 60
+    print(f"[demo] data: {sum(sizes.speech.values())} utterances ({minutes:.1f} min of audio), {sizes.images} images")
+    return data

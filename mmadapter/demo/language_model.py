@@ -1,0 +1,224 @@
+"""Demo step 1, language: a tiny Llama learns the demo's target texts and to answer its prompts from text.
+
+A real instruction-tuned LLM already writes digit strings and short captions, and answers "Transcribe …" or
+"Describe …" from whatever the prompt holds. This step gives a tiny random Llama (our ``causal_lm`` family
+with a ``config`` mapping and the local byte-level tokenizer) that knowledge from text alone, in the ChatML
+format the demo uses, with the demo's own prompts (:data:`~mmadapter.data.manifest.DEFAULT_PROMPTS`). Where
+the audio or the image will stand, the text has the shape the projectors will give those:
+
+- ``Transcribe the audio: 3 7 1 9 . . `` → ``3 7 1 9``: one character and a space per time slot of the
+  steadily paced speech (:data:`~mmadapter.data.synthetic.SLOTS` slots, two projector tokens each; ``.`` for
+  a silent slot);
+- ``Describe the image: rcbs`` → ``a red circle and a blue square``: four slots, the colour and the shape of
+  the left, then of the right shape, by their initials (``rc..`` for a single shape) — as many tokens as
+  the demo's ``prefix`` image projector makes from the class token.
+
+It never sees audio or images: where these texts stand, the projectors later put encoder features, and the
+alignment teaches them to say what the text said. Texts are drawn fresh for every batch from a seeded
+generator; held-out quality is exact match on the demo's test targets.
+
+Saved with ``save_pretrained`` plus its tokenizer: ``{name: causal_lm, name_or_path: DIR}`` loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from mmadapter.config import LLMSpec
+from mmadapter.data.manifest import DEFAULT_PROMPTS
+from mmadapter.data.synthetic import COLOURS, DIGITS, SHAPES, SLOTS, ShapeItem, caption
+from mmadapter.demo.steps import PretrainResult, cpu_threads, timed
+from mmadapter.llm.causal_lm import causal_lm
+from mmadapter.llm.chat import IGNORE_INDEX, encode_chat
+
+__all__ = ["LlmPretrainSettings", "caption_rendition", "digit_rendition", "pretrain_llm", "text_example"]
+
+TEXT_SLOT = {"asr": "<audio>", "caption": "<image>"}
+IMAGE_SLOTS = 4  # colour and shape of two shapes: the tokens of the demo's image projector
+
+
+@dataclass(frozen=True)
+class LlmPretrainSettings:
+    """Model shape (Llama config fields) and training schedule."""
+
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 384
+    steps: int = 350
+    batch_size: int = 32
+    lr: float = 2e-3
+    """Copying from a fixed distance (what reading the slots needs) forms suddenly, after 150–250 steps at
+    2e-3; at 3e-3 and above some seeds never find it."""
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    caption_fraction: float = 0.4
+    threads: int | None = 2
+
+    def llm_config(self) -> dict[str, Any]:
+        return {
+            "model_type": "llama",
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "max_position_embeddings": 1024,
+            "tie_word_embeddings": True,
+        }
+
+
+def digit_rendition(digits: Sequence[int]) -> str:
+    """A spoken digit string as text: per slot its digit (``.`` when silent) and a space, ``"3 7 1 9 . . "``."""
+    return "".join(f"{d} " for d in digits) + ". " * (SLOTS - len(digits))
+
+
+def caption_rendition(objects: Sequence[ShapeItem]) -> str:
+    """A picture of shapes (left to right) as text: colour and shape initials per slot, ``"rcbs"`` or ``"rc.."``."""
+    codes = "".join(o.colour[0] + o.shape[0] for o in objects)
+    return codes + "." * (IMAGE_SLOTS - len(codes))
+
+
+def _random_objects(rng: random.Random) -> list[ShapeItem]:
+    n = 2 if rng.random() < 0.7 else 1
+    return [ShapeItem(rng.choice(SHAPES), rng.choice(list(COLOURS)), x=i, y=0, size=0) for i in range(n)]
+
+
+def text_example(rng: random.Random, caption_fraction: float = 0.4) -> tuple[str, str, str]:
+    """One ``(task, prompt, answer)`` drawn at random: a digit string or a caption."""
+    if rng.random() < caption_fraction:
+        objects = _random_objects(rng)
+        rendition, answer, task = caption_rendition(objects), caption(objects), "caption"
+    else:
+        digits = [rng.randrange(10) for _ in range(rng.randint(*DIGITS))]
+        rendition, answer, task = digit_rendition(digits), " ".join(map(str, digits)), "asr"
+    return task, DEFAULT_PROMPTS[task].replace(TEXT_SLOT[task], rendition), answer
+
+
+def _messages(prompt: str, answer: str | None = None) -> list[dict[str, str]]:
+    turns = [{"role": "user", "content": prompt}]
+    return [*turns, {"role": "assistant", "content": answer}] if answer is not None else turns
+
+
+def _batch(tokenizer: PreTrainedTokenizerBase, examples: Sequence[tuple[str, str, str]]) -> dict[str, torch.Tensor]:
+    """Right-padded ids, attention mask and labels (the answers only) of ``(task, prompt, answer)`` examples."""
+    chats = [encode_chat(tokenizer, _messages(prompt, answer)) for _, prompt, answer in examples]
+    width = max(len(c) for c in chats)
+    ids = torch.full((len(chats), width), tokenizer.pad_token_id)
+    labels = torch.full((len(chats), width), IGNORE_INDEX)
+    mask = torch.zeros((len(chats), width), dtype=torch.long)
+    for row, chat in enumerate(chats):
+        ids[row, : len(chat)] = torch.tensor(chat.input_ids)
+        labels[row, : len(chat)] = torch.tensor(chat.labels)
+        mask[row, : len(chat)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@torch.no_grad()
+def generate_answers(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], batch_size: int = 64
+) -> list[str]:
+    """Greedy answers to user prompts (left-padded batches)."""
+    model.eval()
+    tokenizer.padding_side = "left"
+    answers = []
+    for start in range(0, len(prompts), batch_size):
+        texts = [
+            tokenizer.apply_chat_template(_messages(p), tokenize=False, add_generation_prompt=True)
+            for p in prompts[start : start + batch_size]
+        ]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        out = model.generate(
+            **enc, max_new_tokens=48, do_sample=False, pad_token_id=tokenizer.pad_token_id, use_cache=True
+        )
+        new = out[:, enc["input_ids"].shape[1] :]
+        answers += [a.strip() for a in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    tokenizer.padding_side = "right"
+    return answers
+
+
+def _test_examples(manifests: Sequence[Path | str], rng: random.Random) -> list[tuple[str, str, str]]:
+    """The demo's held-out targets, rendered as text prompts the way training renders them."""
+    out = []
+    for manifest in manifests:
+        for line in Path(manifest).read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            task, answer = record["task"], record["response"]
+            if task == "asr":
+                rendition = digit_rendition([int(d) for d in answer.split()])
+            else:
+                objects = [ShapeItem(o["shape"], o["colour"], o["x"], o["y"], o["size"]) for o in record["objects"]]
+                rendition = caption_rendition(objects)
+            out.append((task, DEFAULT_PROMPTS[task].replace(TEXT_SLOT[task], rendition), answer))
+    return out
+
+
+def pretrain_llm(
+    test_manifests: Sequence[Path | str],
+    out_dir: Path | str,
+    settings: LlmPretrainSettings | None = None,
+    seed: int = 0,
+) -> PretrainResult:
+    """Train the tiny Llama on text versions of the demo's tasks; save it with its tokenizer.
+
+    Args:
+        test_manifests: Held-out manifests (speech and images) whose targets score the model (``accuracy_<task>``:
+            exact match of greedy answers to text prompts).
+        out_dir: The checkpoint directory (``config.json``, ``model.safetensors``, tokenizer files).
+        settings: Shape and schedule.
+        seed: Initialisation and the texts drawn.
+
+    Returns:
+        The directory, held-out exact match per task, the loss per step and the time taken.
+    """
+    settings = settings or LlmPretrainSettings()
+    out = Path(out_dir)
+    result = PretrainResult(out)
+    timings: dict[str, float] = {}
+    label = "stage 1: LLM learns the target texts and to answer the demo prompts from text"
+    with timed(label, timings), cpu_threads(settings.threads):
+        torch.manual_seed(seed)
+        model, tokenizer = causal_lm(LLMSpec(config=settings.llm_config(), dtype="float32"))
+        result.losses = _fit(model, tokenizer, settings, seed)
+        test = _test_examples(test_manifests, random.Random(seed + 1))
+        answers = generate_answers(model, tokenizer, [prompt for _, prompt, _ in test])
+        for task in sorted({t for t, _, _ in test}):
+            pairs = [(a, ex[2]) for a, ex in zip(answers, test, strict=True) if ex[0] == task]
+            result.metrics[f"accuracy_{task}"] = sum(a == b for a, b in pairs) / len(pairs)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    result.seconds = timings[label]
+    scores = ", ".join(f"{k[9:]} {v:.1%}" for k, v in result.metrics.items())
+    print(f"[demo]   held-out exact match from text prompts: {scores}")
+    return result
+
+
+def _fit(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s: LlmPretrainSettings, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: min(1.0, (i + 1) / s.warmup_steps) * max(0.05, 1 - i / s.steps)
+    )
+    model.train()
+    losses = []
+    for _ in range(s.steps):
+        batch = _batch(tokenizer, [text_example(rng, s.caption_fraction) for _ in range(s.batch_size)])
+        loss = model(**batch, use_cache=False).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses

@@ -1,0 +1,106 @@
+"""Demo step 1 on a tiny data set: each component learns, is saved, and its registry family loads it by path —
+also through the demo recipes, whose stages train only projectors."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mmadapter.config import LLMSpec
+from mmadapter.data.synthetic import DataSizes, SyntheticData, plan_images, render_image, synthesize_data
+from mmadapter.demo.audio_encoder import AudioPretrainSettings, pretrain_audio_encoder
+from mmadapter.demo.language_model import LlmPretrainSettings, generate_answers, pretrain_llm, text_example
+from mmadapter.demo.steps import PretrainResult
+from mmadapter.demo.vision_encoder import VisionPretrainSettings, pretrain_vision_encoder, slot_labels
+from mmadapter.encoders import ENCODERS
+from mmadapter.encoders.hf_vision import HfVisionSpec
+from mmadapter.encoders.whisper import WhisperSpec
+from mmadapter.llm import LLMS
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None,
+    reason="espeak-ng is not installed (scripts/setup_env.sh installs it as root: apt-get install -y espeak-ng)",
+)
+
+SIZES = DataSizes(speech={"en": 24, "de": 8}, speech_test={"en": 4, "de": 2}, images=40, images_test=8)
+AUDIO = AudioPretrainSettings(
+    d_model=32, layers=1, heads=2, ffn=64, steps=12, batch_size=8, warmup_steps=2, log_every=0
+)
+VISION = VisionPretrainSettings(
+    hidden=32, layers=1, heads=2, mlp=64, extra_images=40, steps=12, batch_size=16, log_every=0
+)
+LLM = LlmPretrainSettings(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, steps=25, batch_size=8)
+
+
+def falls(result: PretrainResult) -> bool:
+    return np.mean(result.losses[-3:]) < 0.8 * np.mean(result.losses[:3])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> SyntheticData:
+    return synthesize_data(tmp_path_factory.mktemp("demo_data"), SIZES, seed=0, workers=2)
+
+
+@pytest.fixture(scope="module")
+def pretrained(data: SyntheticData, tmp_path_factory: pytest.TempPathFactory) -> dict[str, PretrainResult]:
+    out = tmp_path_factory.mktemp("pretrained")
+    speech = ["speech_en", "speech_de"]
+    return {
+        "audio": pretrain_audio_encoder(
+            [data.manifests[s]["train"] for s in speech],
+            [data.manifests[s]["test"] for s in speech],
+            out / "audio_encoder",
+            AUDIO,
+        ),
+        "vision": pretrain_vision_encoder(
+            [data.manifests["images"]["train"]], [data.manifests["images"]["test"]], out / "vision_encoder", VISION
+        ),
+        "llm": pretrain_llm([data.manifests["speech_en"]["test"], data.manifests["images"]["test"]], out / "llm", LLM),
+    }
+
+
+@pytest.mark.slow
+def test_audio_encoder_learns_and_loads_by_path_as_whisper(data: SyntheticData, pretrained) -> None:
+    result = pretrained["audio"]
+    assert len(result.losses) == AUDIO.steps and falls(result)
+    assert set(result.metrics) >= {"wer_en", "wer_de"} and result.seconds > 0
+    encoder = ENCODERS.get("whisper")(WhisperSpec(name="whisper", name_or_path=str(result.path)))
+    assert (encoder.embed_dim, encoder.n_mels, len(encoder.encoder.layers)) == (32, 80, 1)
+    saved = load_file(result.path / "model.safetensors")
+    assert torch.equal(encoder.encoder.conv1.weight, saved["conv1.weight"])
+    wave = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    mel = encoder.transform(wave)
+    with torch.no_grad():
+        feats, lengths = encoder(mel[None], torch.tensor([mel.shape[-1]]))
+    assert feats.shape == (1, 50, 32) and lengths.tolist() == [50]
+    assert (result.path / "preprocessor_config.json").is_file() and (result.path / "ctc_units.json").is_file()
+
+
+@pytest.mark.slow
+def test_vision_encoder_learns_and_loads_by_path_as_hf_vision(pretrained) -> None:
+    result = pretrained["vision"]
+    assert falls(result) and 0.0 <= result.metrics["accuracy"] <= result.metrics["attribute_accuracy"] <= 1.0
+    spec = HfVisionSpec(name="hf_vision", name_or_path=str(result.path), layer=-1, cls_token=True)
+    encoder = ENCODERS.get("hf_vision")(spec)
+    pixels = encoder.transform(render_image(plan_images(1, seed=0)[0]))
+    assert pixels.shape == (3, 64, 64)
+    with torch.no_grad():
+        tokens, _ = encoder(pixels[None])
+    assert tokens.shape == (1, 65, 32)  # 8×8 patches and the class token
+    assert slot_labels(plan_images(1, seed=0)[0].objects)[1] < 5  # the first slot always holds a colour
+
+
+@pytest.mark.slow
+def test_llm_learns_and_loads_by_path_with_its_tokenizer(pretrained) -> None:
+    result = pretrained["llm"]
+    assert falls(result) and set(result.metrics) == {"accuracy_asr", "accuracy_caption"}
+    model, tokenizer = LLMS.get("causal_lm")(LLMSpec(name_or_path=str(result.path), dtype="float32"))
+    assert model.config.num_hidden_layers == 1 and len(tokenizer) == 260
+    import random
+
+    _, prompt, _ = text_example(random.Random(0))
+    assert isinstance(generate_answers(model, tokenizer, [prompt])[0], str)

@@ -1,0 +1,171 @@
+"""Synthetic demo data: seeded plans, the caption order rule, espeak-ng speech at 16 kHz, identical shards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from mmadapter.data import synthetic
+from mmadapter.data.audio import decode_audio
+from mmadapter.data.synthetic import (
+    COLOURS,
+    LANGUAGES,
+    SLOT_S,
+    SLOTS,
+    DataSizes,
+    ShapeItem,
+    Utterance,
+    caption,
+    paced,
+    plan_images,
+    plan_speech,
+    render_image,
+    resample_fft,
+    synthesize_data,
+    synthesize_utterance,
+    word_spans,
+)
+
+requires_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None,
+    reason="espeak-ng is not installed (scripts/setup_env.sh installs it as root: apt-get install -y espeak-ng)",
+)
+
+TINY = DataSizes(
+    speech={"en": 4, "de": 3}, speech_test={"en": 1, "de": 1}, images=6, images_test=2, instruct=("images",)
+)
+
+
+def images_train(data) -> list[dict]:
+    return [json.loads(line) for line in data.manifests["images"]["train"].read_text().splitlines()]
+
+
+def test_plans_are_deterministic_given_the_seed() -> None:
+    assert plan_speech("de", 20, seed=3) == plan_speech("de", 20, seed=3)
+    assert plan_speech("de", 20, seed=3) != plan_speech("de", 20, seed=4)
+    assert plan_speech("de", 20, seed=3)[:5] == plan_speech("de", 5, seed=3)
+    assert plan_images(30, seed=3) == plan_images(30, seed=3)
+    assert plan_images(30, seed=3) != plan_images(30, seed=4)
+
+
+def test_speech_plans_vary_voice_speed_pitch_and_length() -> None:
+    for lang in LANGUAGES:
+        plan = plan_speech(lang, 200, seed=0)
+        assert {u.voice.split("+")[0] for u in plan} == set(synthetic.VOICES[lang])
+        assert len({u.voice for u in plan}) > 15
+        assert {len(u.digits) for u in plan} == {3, 4, 5, 6}
+        assert min(u.speed for u in plan) < 160 < 200 < max(u.speed for u in plan)
+        assert len({u.pitch for u in plan}) > 30
+        assert all(len(u.onset_jitter) == len(u.digits) for u in plan)
+    assert Utterance("k", "en", (3, 7, 1, 9), "en", 170, 50, (0.0,) * 4, 0).text == "3 7 1 9"
+    with pytest.raises(ValueError, match="no espeak-ng voices for language 'xx'"):
+        plan_speech("xx", 1, seed=0)
+
+
+def test_captions_name_shapes_left_to_right() -> None:
+    right = ShapeItem("square", "blue", x=50, y=10, size=16)
+    left = ShapeItem("circle", "red", x=12, y=40, size=20)
+    assert caption([right, left]) == "a red circle and a blue square"
+    assert caption([left]) == "a red circle"
+    for plan in plan_images(300, seed=1):
+        assert 1 <= len(plan.objects) <= 2
+        assert plan.caption == caption(reversed(plan.objects))
+        if len(plan.objects) == 2:
+            a, b = plan.objects
+            assert a.x < b.x and b.x - a.x >= (a.size + b.size) // 2  # no horizontal overlap: order is clear
+            assert plan.caption == f"a {a.colour} {a.shape} and a {b.colour} {b.shape}"
+
+
+def test_rendered_shapes_have_their_colour_at_their_centre() -> None:
+    plan = plan_images(1, seed=0)[0]
+    image = render_image(plan)
+    assert image.size == (64, 64) and image.mode == "RGB"
+    for item in plan.objects:
+        assert image.getpixel((item.x, item.y + item.size // 4)) == COLOURS[item.colour]
+    assert image.getpixel((0, 0)) == plan.background
+
+
+def test_fft_resampling_keeps_pitch_and_duration() -> None:
+    t = np.arange(22050 * 3 // 2) / 22050
+    wave = (0.5 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    out = resample_fft(wave, 22050, 16000)
+    assert out.dtype == np.float32 and out.size == 24000
+    spectrum = np.abs(np.fft.rfft(out * np.hanning(out.size)))
+    assert abs(np.fft.rfftfreq(out.size, 1 / 16000)[spectrum.argmax()] - 440.0) < 2.0
+
+
+def test_missing_espeak_says_how_to_install_it(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(synthetic.shutil, "which", lambda name: None)
+    with pytest.raises(FileNotFoundError, match=r"apt-get install -y espeak-ng"):
+        synthesize_data(tmp_path, TINY)
+    with pytest.raises(FileNotFoundError, match="espeak-ng is not installed"):
+        synthesize_utterance(plan_speech("en", 1, 0)[0], tmp_path / "a.flac")
+
+
+@requires_espeak
+def test_utterances_are_16k_mono_flac_one_digit_per_slot(tmp_path: Path) -> None:
+    slot = round(SLOT_S * 16000)
+    for lang in LANGUAGES:
+        for utt in plan_speech(lang, 4, seed=5):
+            seconds = synthesize_utterance(utt, tmp_path / f"{utt.key}.flac")
+            info = sf.info(tmp_path / f"{utt.key}.flac")
+            assert (info.format, info.samplerate, info.channels) == ("FLAC", 16000, 1)
+            wave = decode_audio((tmp_path / f"{utt.key}.flac").read_bytes(), f"{utt.key}.flac")
+            assert wave.size == info.frames == SLOTS * slot and seconds == pytest.approx(SLOTS * SLOT_S)
+            assert 0.25 < np.abs(wave).max() <= 1.0
+            # a spoken word starts each of the first len(digits) slots; the rest hold only the noise floor
+            loud = [float(np.abs(wave[j * slot : (j + 1) * slot]).max()) for j in range(SLOTS)]
+            assert all(v > 0.1 for v in loud[: len(utt.digits)]) and all(v < 0.05 for v in loud[len(utt.digits) :])
+            onsets = [
+                int(np.flatnonzero(np.abs(wave[j * slot : (j + 1) * slot]) > 0.05)[0]) for j in range(len(utt.digits))
+            ]
+            assert max(onsets) < 0.1 * 16000, (utt, onsets)
+
+
+def test_word_spans_merge_closures_and_the_closest_runs() -> None:
+    rate = 16000
+    tone = np.sin(np.arange(rate // 5) / 3).astype(np.float32)  # 0.2 s
+    gap, closure = np.zeros(rate // 2, np.float32), np.zeros(rate // 20, np.float32)  # 0.5 s, 50 ms
+    wave = np.concatenate([gap, tone, closure, tone, gap, tone, gap])
+    spans = word_spans(wave, rate, 2, "k")
+    assert len(spans) == 2 and spans[0][1] - spans[0][0] > 0.4 * rate
+    assert len(word_spans(wave, rate, 1, "k")) == 1
+    with pytest.raises(RuntimeError, match="k: found 2 spoken words, expected 3"):
+        word_spans(wave, rate, 3, "k")
+    placed = paced([tone, tone[: rate // 10]], [0.0, 0.02])
+    assert placed.size == SLOTS * round(SLOT_S * rate) and placed[round(SLOT_S * rate) + 320] != 0
+
+
+def _digest(root: Path) -> dict[str, str]:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@requires_espeak
+def test_same_seed_gives_identical_files_and_shards(tmp_path: Path) -> None:
+    one = synthesize_data(tmp_path / "a", TINY, seed=7, workers=2)
+    synthesize_data(tmp_path / "b", TINY, seed=7, workers=1)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert sorted(one.shards) == ["images", "images_instruct", "speech_de", "speech_en"]
+    instruct = [json.loads(line) for line in one.manifests["images_instruct"]["train"].read_text().splitlines()]
+    assert [r["key"] for r in instruct] == [r["key"] for r in images_train(one)]
+    assert all(r["task"] in ("caption", "vqa") for r in instruct)
+    stats = json.loads((one.shards["speech_en"]["train"] / "stats.json").read_text())
+    assert stats["written"] == 3 and stats["skipped"] == {}
+    test_en = [json.loads(line) for line in one.manifests["speech_en"]["test"].read_text().splitlines()]
+    assert [(r["task"], r["lang"]) for r in test_en] == [("asr", "en")]
+    assert test_en[0]["response"] == plan_speech("en", 1, seed=7)[0].text
+    images = [json.loads(line) for line in one.manifests["images"]["train"].read_text().splitlines()]
+    assert len(images) == 4 and {(r["task"], r["lang"]) for r in images} == {("caption", "en")}
+    with Image.open(tmp_path / "a" / images[0]["image"]) as image:
+        assert image.size == (64, 64)
+    assert Path(one.shard_pattern("images", "test")).is_file()
+    other = synthesize_data(tmp_path / "c", TINY, seed=8, workers=2)
+    assert _digest(tmp_path / "c") != _digest(tmp_path / "a") and other.seconds != one.seconds
