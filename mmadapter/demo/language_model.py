@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mmadapter.config import LLMSpec
@@ -61,6 +62,14 @@ class LlmPretrainSettings:
     2e-3; at 3e-3 and above some seeds never find it."""
     warmup_steps: int = 20
     weight_decay: float = 0.0
+    rendition_noise: float = 0.5
+    """Noise on the rendition's input embeddings, in multiples of their RMS (see :func:`_noisy_renditions`);
+    1.0 kept the copying from forming in a trial."""
+    noise_fraction: float = 0.5
+    noise_tasks: tuple[str, ...] = ()
+    """Where the noise goes; none by default. Measured on the full demo (seed 0): noise on caption renditions
+    lifts image exact match from 44% to 90%, but English WER after the same stage 2 rises from 2% to 40%
+    (68% with noise on digit renditions too). Open: making both hold at once."""
     caption_fraction: float = 0.4
     threads: int | None = 2
 
@@ -203,17 +212,48 @@ def pretrain_llm(
     return result
 
 
+def _noisy_renditions(
+    embeds: Tensor,
+    ids: Tensor,
+    examples: Sequence[tuple[str, str, str]],
+    end_id: int,
+    s: LlmPretrainSettings,
+    gen: torch.Generator,
+) -> Tensor:
+    """Gaussian noise on the rendition's input embeddings of a fraction of ``examples`` (of ``s.noise_tasks``):
+    the projectors will put encoder features there, never exactly a token's embedding, and an LLM that only
+    ever read exact embeddings reads nearby points unreliably (measured: caption exact match 54% → 91% after
+    the same image alignment). The amplitude is uniform in ``[0, rendition_noise]`` times the embeddings'
+    RMS."""
+    rms = embeds.detach().pow(2).mean().sqrt()
+    noisy = embeds.clone()
+    for row, (task, prompt, _) in enumerate(examples):
+        if task not in s.noise_tasks or torch.rand(1, generator=gen) >= s.noise_fraction:
+            continue
+        length = len(prompt) - DEFAULT_PROMPTS[task].index(TEXT_SLOT[task])  # one byte token per character
+        end = int((ids[row] == end_id).nonzero()[0])  # the user turn ends right after the rendition
+        amplitude = s.rendition_noise * float(torch.rand(1, generator=gen))
+        noise = torch.randn(length, embeds.shape[-1], generator=gen) * amplitude * rms
+        noisy[row, end - length : end] = noisy[row, end - length : end] + noise
+    return noisy
+
+
 def _fit(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s: LlmPretrainSettings, seed: int) -> list[float]:
-    rng = random.Random(seed)
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda i: min(1.0, (i + 1) / s.warmup_steps) * max(0.05, 1 - i / s.steps)
     )
+    embed, end_id = model.get_input_embeddings(), tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.train()
     losses = []
     for _ in range(s.steps):
-        batch = _batch(tokenizer, [text_example(rng, s.caption_fraction) for _ in range(s.batch_size)])
-        loss = model(**batch, use_cache=False).loss
+        examples = [text_example(rng, s.caption_fraction) for _ in range(s.batch_size)]
+        batch = _batch(tokenizer, examples)
+        embeds = _noisy_renditions(embed(batch["input_ids"]), batch["input_ids"], examples, end_id, s, gen)
+        loss = model(
+            inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"], use_cache=False
+        ).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -33,7 +33,7 @@ AUDIO = AudioPretrainSettings(
 VISION = VisionPretrainSettings(
     hidden=32, layers=1, heads=2, mlp=64, extra_images=40, steps=12, batch_size=16, log_every=0
 )
-LLM = LlmPretrainSettings(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, steps=25, batch_size=8)
+LLM = LlmPretrainSettings(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, steps=25, batch_size=8, lr=1e-2)
 
 
 def falls(result: PretrainResult) -> bool:
