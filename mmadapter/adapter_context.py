@@ -112,7 +112,8 @@ class AdapterContext:
             x = kwargs.get("input_ids", args[0] if args else None)
         if x is None:
             raise RuntimeError("the decoder was called without input_ids or inputs_embeds")
-        cache = kwargs.get("past_key_values")
+        # transformers ≤ 5.23 names the decoder's cache argument ``past_key_values``; 5.24 renamed it ``cache``.
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
         offset = cache.get_seq_length() if cache is not None else 0
         self._window = self._bound.window(int(offset), x.shape[1], x.shape[0])
 
