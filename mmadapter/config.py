@@ -77,6 +77,11 @@ class ModelConfig(_Section):
     encoders: dict[Modality, SerializeAsAny[_AnyComponent]] = Field(default_factory=dict)
     projectors: dict[Modality, SerializeAsAny[_AnyComponent]] = Field(default_factory=dict)
     loss_chunk: int = Field(1024, gt=0, description="labelled positions per LM-head chunk in the loss")
+    token_norm: Literal["none", "embedding_rms"] = Field(
+        "none",
+        description="embedding_rms: every projected token is rescaled to the mean RMS of the LLM's input "
+        "embeddings (mmadapter.projectors.embedding_norm); none: projector outputs are used as they come",
+    )
     molora: MoLoRAConfig | None = None
     gated_attention: GatedAttentionConfig | None = None
     bias_norm: BiasNormConfig | None = None

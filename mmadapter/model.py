@@ -25,6 +25,7 @@ from mmadapter.encoders import ENCODERS, Encoder
 from mmadapter.llm import IGNORE_INDEX, LLMS, MODALITY_IDS, encode_chat
 from mmadapter.llm.attention import choose_backend, default_device, packed_kwargs
 from mmadapter.projectors import PROJECTORS, Projector
+from mmadapter.projectors.embedding_norm import EmbeddingRmsNorm
 
 __all__ = ["ModelOutput", "MultimodalLM"]
 
@@ -72,6 +73,9 @@ class MultimodalLM(nn.Module):
         self.encoders = nn.ModuleDict(dict(encoders))
         self.projectors = nn.ModuleDict(dict(projectors))
         self.adapters = LLMAdapters(llm, recipe.model)
+        self.token_norm = (
+            EmbeddingRmsNorm(llm.get_input_embeddings()) if recipe.model.token_norm == "embedding_rms" else None
+        )
         self.gated_attention = self.adapters.gated_attention
         self.bias_norm = self.adapters.bias_norm
         self.set_trainable(recipe.train.stages[0].trainable)
@@ -162,14 +166,16 @@ class MultimodalLM(nn.Module):
         return self.projectors[modality].output_length(self.encoders[modality].output_length(input_length))
 
     def encode_items(self, modality: str, items: ModalityItems) -> tuple[Tensor, Tensor]:
-        """Run encoder and projector; returns tokens ``(n, s, d)`` and ``(n,)`` valid lengths."""
+        """Run encoder and projector (and ``model.token_norm``); returns tokens ``(n, s, d)`` and ``(n,)`` valid
+        lengths."""
         encoder = self.encoders[modality]
         inputs, lengths = items.inputs, items.lengths
         if items.raw:  # data.audio_features: gpu — the waveforms' features are computed here, on the device
             inputs, lengths = encoder.featurize(inputs, lengths)
         with torch.set_grad_enabled(torch.is_grad_enabled() and _trains(encoder)):
             feats, lengths = encoder(inputs, lengths)
-        return self.projectors[modality](feats, lengths)
+        tokens, lengths = self.projectors[modality](feats, lengths)
+        return (tokens if self.token_norm is None else self.token_norm(tokens)), lengths
 
     def embed(self, batch: MultimodalBatch) -> Tensor:
         """Text embeddings ``(b, t, d)`` with every modality slot replaced by its projected item tokens."""

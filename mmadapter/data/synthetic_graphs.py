@@ -38,6 +38,7 @@ __all__ = [
     "TOPICS",
     "SyntheticGraphs",
     "community_graph",
+    "random_graph",
     "synthesize_graphs",
 ]
 
@@ -116,6 +117,15 @@ def _split_sizes(n: int, k: int, rng: np.random.Generator, least: int = 3) -> li
     return [int(p) + least - 1 for p in parts]
 
 
+def random_graph(rng: np.random.Generator, nodes: tuple[int, int] = (9, 15)) -> dict[str, np.ndarray]:
+    """A :func:`community_graph` of two or three communities with distinct random topics and ``nodes[0]`` to
+    ``nodes[1]`` nodes (at least 3 per community), as :func:`synthesize_graphs` draws them. Community 0 holds
+    node 0."""
+    k = int(rng.choice([2, 3]))
+    topics = [str(t) for t in rng.choice(list(TOPICS), k, replace=False)]
+    return community_graph(_split_sizes(int(rng.integers(nodes[0], nodes[1] + 1)), k, rng), topics, rng)
+
+
 @dataclass
 class SyntheticGraphs:
     """Where the graph data went: a manifest and a shard directory per split."""
@@ -164,9 +174,8 @@ def synthesize_graphs(
     for split, count in (("train", train), ("test", test)):
         lines = []
         for i in range(count):
-            k = int(rng.choice([2, 3]))
-            topics = [str(t) for t in rng.choice(list(TOPICS), k, replace=False)]
-            graph = community_graph(_split_sizes(int(rng.integers(nodes[0], nodes[1] + 1)), k, rng), topics, rng)
+            graph = random_graph(rng, nodes)
+            topics, k = [str(t) for t in graph["class_names"]], len(graph["class_names"])
             question = str(questions[int(rng.integers(len(questions)))])
             arrays = {"edge_index": graph["edge_index"], **{name: graph[name] for name in keep}}
             if question == "topic":

@@ -1,13 +1,14 @@
-"""Demo data: how much synthetic speech and how many images the full and the quick demo make."""
+"""Demo data: how much synthetic speech, how many images and graphs the full and the quick demo make."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from mmadapter.data.synthetic import LANGUAGES, DataSizes, SyntheticData, synthesize_data
+from mmadapter.data.synthetic_graphs import synthesize_graphs
 from mmadapter.demo.steps import timed
 
-__all__ = ["FULL_SIZES", "QUICK_SIZES", "make_demo_data"]
+__all__ = ["FULL_GRAPHS", "FULL_SIZES", "QUICK_GRAPHS", "QUICK_SIZES", "make_demo_data"]
 
 FULL_SIZES = DataSizes(
     speech={lang: 1500 if lang == "en" else 500 for lang in LANGUAGES},
@@ -25,17 +26,27 @@ QUICK_SIZES = DataSizes(
     instruct=("speech_en", "images"),
 )
 
+# (train, test) community graphs, one question each (the target node's topic, or how many communities)
+FULL_GRAPHS = (1000, 200)
+QUICK_GRAPHS = (120, 40)
+
 
 def make_demo_data(out_dir: Path | str, quick: bool = False, seed: int = 0, workers: int = 2) -> SyntheticData:
-    """Synthesise the demo's speech and images into ``out_dir`` (manifests and shards; see
-    :mod:`mmadapter.data.synthetic`), printing the time it took.
+    """Synthesise the demo's speech, images and graphs into ``out_dir`` (manifests and shards; see
+    :mod:`mmadapter.data.synthetic` and :mod:`mmadapter.data.synthetic_graphs`; the graphs are set ``graphs``),
+    printing the time it took.
 
     Raises:
-        FileNotFoundError: espeak-ng is not installed (the message says how to install it).
+        EspeakMissing: espeak-ng is not installed (the message says how to install it).
     """
-    sizes = QUICK_SIZES if quick else FULL_SIZES
-    with timed("data: synthesise speech (espeak-ng) and images, write shards"):
+    sizes, graphs = (QUICK_SIZES, QUICK_GRAPHS) if quick else (FULL_SIZES, FULL_GRAPHS)
+    with timed("data: synthesise speech (espeak-ng), images and graphs, write shards"):
         data = synthesize_data(out_dir, sizes, seed=seed, workers=workers)
+        made = synthesize_graphs(out_dir, train=graphs[0], test=graphs[1], seed=seed, features="text")
+        data.manifests["graphs"], data.shards["graphs"] = made.manifests, made.shards
     minutes = sum(data.seconds.values()) / 60
-    print(f"[demo] data: {sum(sizes.speech.values())} utterances ({minutes:.1f} min of audio), {sizes.images} images")
+    print(
+        f"[demo] data: {sum(sizes.speech.values())} utterances ({minutes:.1f} min of audio), {sizes.images} images, "
+        f"{sum(graphs)} graphs"
+    )
     return data

@@ -1,21 +1,24 @@
 """Demo step 1, language: a tiny Llama learns the demo's target texts and to answer its prompts from text.
 
-A real instruction-tuned LLM already writes digit strings and short captions, and answers "Transcribe …" or
-"Describe …" from whatever the prompt holds. This step gives a tiny random Llama (our ``causal_lm`` family
-with a ``config`` mapping and the local byte-level tokenizer) that knowledge from text alone, in the ChatML
-format the demo uses, with the demo's own prompts (:data:`~mmadapter.data.manifest.DEFAULT_PROMPTS`). Where
-the audio or the image will stand, the text has the shape the projectors will give those:
+A real instruction-tuned LLM already writes digit strings and short captions, and answers "Transcribe …",
+"Describe …" or "How many shapes …" from whatever the prompt holds. This step gives a tiny random Llama (our
+``causal_lm`` family with a ``config`` mapping and the local byte-level tokenizer) that knowledge from text
+alone, in the ChatML format the demo uses, with the demo's prompts: the default ones
+(:data:`~mmadapter.data.manifest.DEFAULT_PROMPTS`) and the instruction set's phrasings and questions
+(:mod:`mmadapter.data.synthetic_instruct`). Where the audio or the image will stand, the text has the shape
+the projectors will give those:
 
 - ``Transcribe the audio: 3 7 1 9 . . `` → ``3 7 1 9``: one character and a space per time slot of the
   steadily paced speech (:data:`~mmadapter.data.synthetic.SLOTS` slots, two projector tokens each; ``.`` for
   a silent slot);
 - ``Describe the image: rcbs`` → ``a red circle and a blue square``: four slots, the colour and the shape of
   the left, then of the right shape, by their initials (``rc..`` for a single shape) — as many tokens as
-  the demo's ``prefix`` image projector makes from the class token.
+  the demo's ``prefix`` image projector makes from the class token. ``How many shapes are in the image?
+  rcbs`` → ``two``.
 
 It never sees audio or images: where these texts stand, the projectors later put encoder features, and the
 alignment teaches them to say what the text said. Texts are drawn fresh for every batch from a seeded
-generator; held-out quality is exact match on the demo's test targets.
+generator; held-out quality is exact match on the demo's test targets, per task.
 
 Saved with ``save_pretrained`` plus its tokenizer: ``{name: causal_lm, name_or_path: DIR}`` loads it.
 """
@@ -25,24 +28,33 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mmadapter.config import LLMSpec
 from mmadapter.data.manifest import DEFAULT_PROMPTS
 from mmadapter.data.synthetic import COLOURS, DIGITS, SHAPES, SLOTS, ShapeItem, caption
+from mmadapter.data.synthetic_graphs import COUNT_WORDS, TOPICS
+from mmadapter.data.synthetic_graphs import QUESTIONS as GRAPH_QUESTIONS
+from mmadapter.data.synthetic_instruct import ASR_PROMPTS, CAPTION_PROMPTS, QUESTIONS
 from mmadapter.demo.steps import PretrainResult, cpu_threads, timed
 from mmadapter.llm.causal_lm import causal_lm
 from mmadapter.llm.chat import IGNORE_INDEX, encode_chat
 
-__all__ = ["LlmPretrainSettings", "caption_rendition", "digit_rendition", "pretrain_llm", "text_example"]
+__all__ = [
+    "LlmPretrainSettings",
+    "caption_rendition",
+    "digit_rendition",
+    "graph_rendition",
+    "pretrain_llm",
+    "text_example",
+]
 
-TEXT_SLOT = {"asr": "<audio>", "caption": "<image>"}
+TEXT_SLOT = {"asr": "<audio>", "caption": "<image>", "vqa": "<image>"}
 IMAGE_SLOTS = 4  # colour and shape of two shapes: the tokens of the demo's image projector
 
 
@@ -55,22 +67,19 @@ class LlmPretrainSettings:
     heads: int = 4
     kv_heads: int = 2
     intermediate: int = 384
-    steps: int = 350
+    steps: int = 700
     batch_size: int = 32
     lr: float = 2e-3
     """Copying from a fixed distance (what reading the slots needs) forms suddenly, after 150–250 steps at
     2e-3; at 3e-3 and above some seeds never find it."""
     warmup_steps: int = 20
     weight_decay: float = 0.0
-    rendition_noise: float = 0.5
-    """Noise on the rendition's input embeddings, in multiples of their RMS (see :func:`_noisy_renditions`);
-    1.0 kept the copying from forming in a trial."""
-    noise_fraction: float = 0.5
-    noise_tasks: tuple[str, ...] = ()
-    """Where the noise goes; none by default. Measured on the full demo (seed 0): noise on caption renditions
-    lifts image exact match from 44% to 90%, but English WER after the same stage 2 rises from 2% to 40%
-    (68% with noise on digit renditions too). Open: making both hold at once."""
     caption_fraction: float = 0.4
+    instruct_fraction: float = 0.5
+    """Examples phrased like the instruction set (another phrasing of the task, or a question about the
+    picture) rather than with the default prompt; without them the demo's instruct stage has to teach the
+    frozen LLM new questions through its LoRA experts, and loses caption accuracy doing so."""
+    graph_fraction: float = 0.15
     threads: int | None = 2
 
     def llm_config(self) -> dict[str, Any]:
@@ -102,15 +111,47 @@ def _random_objects(rng: random.Random) -> list[ShapeItem]:
     return [ShapeItem(rng.choice(SHAPES), rng.choice(list(COLOURS)), x=i, y=0, size=0) for i in range(n)]
 
 
-def text_example(rng: random.Random, caption_fraction: float = 0.4) -> tuple[str, str, str]:
-    """One ``(task, prompt, answer)`` drawn at random: a digit string or a caption."""
-    if rng.random() < caption_fraction:
+def graph_rendition(first_topic: str, communities: int) -> str:
+    """A community graph as text: the topic initial of node 0 (the target node, when there is one) and the
+    number of communities, ``"p3"`` — the two tokens of the demo's ``graph`` projector (``target`` mode)."""
+    return f"{first_topic[0]}{communities}"
+
+
+def _graph_example(rng: random.Random) -> tuple[str, str, str, str]:
+    k = rng.choice(list(COUNT_WORDS))
+    topics = rng.sample(list(TOPICS), k)
+    question = rng.choice(list(GRAPH_QUESTIONS))
+    answer = topics[0] if question == "topic" else COUNT_WORDS[k]
+    return f"graph_{question}", GRAPH_QUESTIONS[question], answer, graph_rendition(topics[0], k)
+
+
+def text_example(
+    rng: random.Random, caption_fraction: float = 0.4, instruct_fraction: float = 0.0, graph_fraction: float = 0.0
+) -> tuple[str, str, str]:
+    """One ``(task, prompt, answer)`` drawn at random: a question about a graph (``graph_fraction``), a caption
+    (``caption_fraction``) or a digit string; a caption or a digit string is phrased like the instruction set
+    (another phrasing, or for pictures a question, task ``vqa``) with probability ``instruct_fraction``."""
+    draw = rng.random()
+    if draw < graph_fraction:
+        task, prompt, answer, rendition = _graph_example(rng)
+        return task, prompt.replace("<graph>", rendition), answer
+    if draw < graph_fraction + caption_fraction:
         objects = _random_objects(rng)
         rendition, answer, task = caption_rendition(objects), caption(objects), "caption"
+        prompts: Sequence[str] = CAPTION_PROMPTS
     else:
         digits = [rng.randrange(10) for _ in range(rng.randint(*DIGITS))]
         rendition, answer, task = digit_rendition(digits), " ".join(map(str, digits)), "asr"
-    return task, DEFAULT_PROMPTS[task].replace(TEXT_SLOT[task], rendition), answer
+        prompts = ASR_PROMPTS
+    prompt = DEFAULT_PROMPTS[task]
+    if rng.random() < instruct_fraction:
+        kind = rng.randrange(len(prompts) + (len(QUESTIONS) if task == "caption" else 0))
+        if kind < len(prompts):
+            prompt = prompts[kind]
+        else:
+            prompt, answer_of = QUESTIONS[kind - len(prompts)]
+            answer, task = answer_of([asdict(o) for o in objects]), "vqa"
+    return task, prompt.replace(TEXT_SLOT[task], rendition), answer
 
 
 def _messages(prompt: str, answer: str | None = None) -> list[dict[str, str]]:
@@ -155,19 +196,25 @@ def generate_answers(
     return answers
 
 
-def _test_examples(manifests: Sequence[Path | str], rng: random.Random) -> list[tuple[str, str, str]]:
-    """The demo's held-out targets, rendered as text prompts the way training renders them."""
+def _test_examples(manifests: Sequence[Path | str]) -> list[tuple[str, str, str]]:
+    """The demo's held-out targets (plain and instruction sets), rendered as text prompts the way training
+    renders them."""
     out = []
     for manifest in manifests:
         for line in Path(manifest).read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             task, answer = record["task"], record["response"]
-            if task == "asr":
+            if "audio" in record:
                 rendition = digit_rendition([int(d) for d in answer.split()])
+            elif "graph" in record:  # node 0 is the target, or else in community 0
+                rendition = graph_rendition(
+                    answer if task == "graph_topic" else record["topics"][0], len(record["topics"])
+                )
             else:
                 objects = [ShapeItem(o["shape"], o["colour"], o["x"], o["y"], o["size"]) for o in record["objects"]]
                 rendition = caption_rendition(objects)
-            out.append((task, DEFAULT_PROMPTS[task].replace(TEXT_SLOT[task], rendition), answer))
+            prompt = record["prompt"] if "prompt" in record else DEFAULT_PROMPTS[task]
+            out.append((task, prompt.replace(TEXT_SLOT.get(task, "<graph>"), rendition), answer))
     return out
 
 
@@ -198,7 +245,7 @@ def pretrain_llm(
         torch.manual_seed(seed)
         model, tokenizer = causal_lm(LLMSpec(config=settings.llm_config(), dtype="float32"))
         result.losses = _fit(model, tokenizer, settings, seed)
-        test = _test_examples(test_manifests, random.Random(seed + 1))
+        test = _test_examples(test_manifests)
         answers = generate_answers(model, tokenizer, [prompt for _, prompt, _ in test])
         for task in sorted({t for t, _, _ in test}):
             pairs = [(a, ex[2]) for a, ex in zip(answers, test, strict=True) if ex[0] == task]
@@ -212,48 +259,19 @@ def pretrain_llm(
     return result
 
 
-def _noisy_renditions(
-    embeds: Tensor,
-    ids: Tensor,
-    examples: Sequence[tuple[str, str, str]],
-    end_id: int,
-    s: LlmPretrainSettings,
-    gen: torch.Generator,
-) -> Tensor:
-    """Gaussian noise on the rendition's input embeddings of a fraction of ``examples`` (of ``s.noise_tasks``):
-    the projectors will put encoder features there, never exactly a token's embedding, and an LLM that only
-    ever read exact embeddings reads nearby points unreliably (measured: caption exact match 54% → 91% after
-    the same image alignment). The amplitude is uniform in ``[0, rendition_noise]`` times the embeddings'
-    RMS."""
-    rms = embeds.detach().pow(2).mean().sqrt()
-    noisy = embeds.clone()
-    for row, (task, prompt, _) in enumerate(examples):
-        if task not in s.noise_tasks or torch.rand(1, generator=gen) >= s.noise_fraction:
-            continue
-        length = len(prompt) - DEFAULT_PROMPTS[task].index(TEXT_SLOT[task])  # one byte token per character
-        end = int((ids[row] == end_id).nonzero()[0])  # the user turn ends right after the rendition
-        amplitude = s.rendition_noise * float(torch.rand(1, generator=gen))
-        noise = torch.randn(length, embeds.shape[-1], generator=gen) * amplitude * rms
-        noisy[row, end - length : end] = noisy[row, end - length : end] + noise
-    return noisy
-
-
 def _fit(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s: LlmPretrainSettings, seed: int) -> list[float]:
-    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda i: min(1.0, (i + 1) / s.warmup_steps) * max(0.05, 1 - i / s.steps)
     )
-    embed, end_id = model.get_input_embeddings(), tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.train()
     losses = []
     for _ in range(s.steps):
-        examples = [text_example(rng, s.caption_fraction) for _ in range(s.batch_size)]
-        batch = _batch(tokenizer, examples)
-        embeds = _noisy_renditions(embed(batch["input_ids"]), batch["input_ids"], examples, end_id, s, gen)
-        loss = model(
-            inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"], use_cache=False
-        ).loss
+        examples = [
+            text_example(rng, s.caption_fraction, s.instruct_fraction, s.graph_fraction) for _ in range(s.batch_size)
+        ]
+        loss = model(**_batch(tokenizer, examples), use_cache=False).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -7,15 +7,17 @@ What real pretrained components bring, learnt here in a few minutes on 2 CPU cor
   languages (CTC on each language's words; :mod:`mmadapter.demo.audio_encoder`);
 - the vision encoder (a CLIP vision tower, our ``hf_vision`` family) knows shapes, colours and which is
   left (:mod:`mmadapter.demo.vision_encoder`);
-- the LLM (a Llama, our ``causal_lm`` family) writes digit strings and captions, and answers the demo's
-  prompts from text (:mod:`mmadapter.demo.language_model`).
+- the LLM (a Llama, our ``causal_lm`` family) writes digit strings, captions and the answers to the demo's
+  questions, from text (:mod:`mmadapter.demo.language_model`);
+- the graph encoder (a GraphSAGE, our ``gnn`` family) knows the topic of each node and which topics a graph
+  holds, over node features from that LLM's input embeddings (:mod:`mmadapter.demo.graph_encoder`).
 
-Each is saved as an ordinary checkpoint directory under ``OUT/pretrained/`` (``audio_encoder``,
-``vision_encoder``, ``llm``) that ``recipes/demo/*.yaml`` load by ``name_or_path``. From the repository
-root::
+Each is saved as an ordinary checkpoint under ``OUT/pretrained/`` (directories ``audio_encoder``,
+``vision_encoder``, ``llm``; the file ``graph_encoder.safetensors``) that ``recipes/demo/*.yaml`` load by
+``name_or_path``. From the repository root::
 
     python -m mmadapter.demo.pretrain --out runs/demo [--quick]
-    mmadapter train recipes/demo/stage2_align.yaml --run runs/demo/stage2
+    mmadapter train recipes/demo/speech_vision_graph.yaml --run runs/demo/speech_vision_graph
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from mmadapter.data.synthetic import LANGUAGES, SyntheticData
 from mmadapter.demo.audio_encoder import AudioPretrainSettings, pretrain_audio_encoder
 from mmadapter.demo.data import make_demo_data
+from mmadapter.demo.graph_encoder import GraphPretrainSettings, pretrain_graph_encoder
 from mmadapter.demo.language_model import LlmPretrainSettings, pretrain_llm
 from mmadapter.demo.steps import PretrainResult
 from mmadapter.demo.vision_encoder import VisionPretrainSettings, pretrain_vision_encoder
@@ -41,6 +44,7 @@ __all__ = [
     "main",
     "pretrain_all",
     "pretrain_audio_encoder",
+    "pretrain_graph_encoder",
     "pretrain_llm",
     "pretrain_vision_encoder",
 ]
@@ -48,34 +52,39 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PretrainSettings:
-    """The settings of the three step-1 trainings."""
+    """The settings of the four step-1 trainings."""
 
     audio: AudioPretrainSettings
     vision: VisionPretrainSettings
     llm: LlmPretrainSettings
+    graph: GraphPretrainSettings
 
 
-FULL = PretrainSettings(AudioPretrainSettings(), VisionPretrainSettings(), LlmPretrainSettings())
+FULL = PretrainSettings(
+    AudioPretrainSettings(), VisionPretrainSettings(), LlmPretrainSettings(), GraphPretrainSettings()
+)
 QUICK = PretrainSettings(
     AudioPretrainSettings(d_model=96, layers=2, ffn=384, steps=60),
     VisionPretrainSettings(hidden=64, layers=2, mlp=256, extra_images=200, steps=40),
     LlmPretrainSettings(hidden=64, layers=2, intermediate=192, steps=60, batch_size=16),
+    GraphPretrainSettings(graphs=200, test_graphs=50, steps=30),
 )
 
 
 def pretrain_all(
     data: SyntheticData, out_dir: Path | str, quick: bool = False, seed: int = 0
 ) -> dict[str, PretrainResult]:
-    """Run the three step-1 trainings on ``data`` into ``out_dir/{audio_encoder,vision_encoder,llm}``.
+    """Run the four step-1 trainings on ``data`` into ``out_dir/{audio_encoder,vision_encoder,llm}`` and
+    ``out_dir/graph_encoder.safetensors`` (the graph encoder reads node texts through the LLM: it comes last).
 
     Returns:
-        Results by component (``audio_encoder``, ``vision_encoder``, ``llm``).
+        Results by component (``audio_encoder``, ``vision_encoder``, ``llm``, ``graph_encoder``).
     """
     settings = QUICK if quick else FULL
     out = Path(out_dir)
     speech = [f"speech_{lang}" for lang in LANGUAGES if f"speech_{lang}" in data.manifests]
     print("[demo] step 1: the tiny components learn what pretrained ones would already know")
-    return {
+    results = {
         "audio_encoder": pretrain_audio_encoder(
             [data.manifests[s]["train"] for s in speech],
             [data.manifests[s]["test"] for s in speech],
@@ -91,12 +100,20 @@ def pretrain_all(
             seed,
         ),
         "llm": pretrain_llm(
-            [data.manifests[s]["test"] for s in ["speech_en", "images"] if s in data.manifests],
+            [
+                data.manifests[s]["test"]
+                for s in ["speech_en", "images", "speech_en_instruct", "images_instruct", "graphs"]
+                if s in data.manifests
+            ],
             out / "llm",
             settings.llm,
             seed,
         ),
     }
+    results["graph_encoder"] = pretrain_graph_encoder(
+        out / "llm", out / "graph_encoder.safetensors", settings.graph, seed
+    )
+    return results
 
 
 def summary(results: dict[str, PretrainResult]) -> dict[str, dict[str, object]]:

@@ -5,7 +5,9 @@ arranges them. Plots (matplotlib, Agg backend, so no display is needed):
 
 - ``plots/loss.png``: the training loss of every stage, step 1's component trainings and step 2's stages
   (from ``metrics.jsonl``) and the new-language step;
-- ``plots/wer_by_language.png``: held-out WER per language for the English and the new-language artefact.
+- ``plots/wer_by_language.png``: held-out WER per language for the English and the new-language artefact;
+- ``plots/accuracy_by_task.png``: held-out exact match of the English artefact per set and task (captions,
+  captions and questions asked otherwise, graph questions).
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EvalRow", "examples", "format_table", "plot_losses", "plot_wer_by_language", "read_stage_losses"]
+__all__ = [
+    "EvalRow",
+    "examples",
+    "format_table",
+    "plot_accuracy_by_task",
+    "plot_losses",
+    "plot_wer_by_language",
+    "read_stage_losses",
+]
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,27 @@ def plot_wer_by_language(wer: Mapping[str, Mapping[str, float]], path: Path, tit
     ax.set_title(title)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_by_task(scores: Mapping[str, float], path: Path, title: str) -> Path:
+    """Horizontal bars: held-out exact match (%) per ``"<set>: <task>"`` label."""
+    plt = _pyplot()
+    labels = list(scores)
+    fig, ax = plt.subplots(figsize=(7.0, 1.2 + 0.45 * len(labels)))
+    bars = ax.barh(range(len(labels)), [100 * scores[k] for k in labels], color="tab:green")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("exact match (%)")
+    ax.set_ylabel("held-out set: task")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -1,12 +1,13 @@
 """``mmadapter demo [--out DIR] [--quick]``: the whole framework offline, in minutes, on a CPU.
 
-1. data: spoken digit strings in five languages (espeak-ng) and images of coloured shapes, as manifests and
-   shards (:mod:`mmadapter.data.synthetic`);
+1. data: spoken digit strings in five languages (espeak-ng), images of coloured shapes and community graphs
+   whose nodes carry texts, as manifests and shards (:mod:`mmadapter.data.synthetic`,
+   :mod:`mmadapter.data.synthetic_graphs`);
 2. step 1: the tiny encoders and the LLM learn what pretrained ones would already know
    (:mod:`mmadapter.demo.pretrain`), because no weights can be downloaded here;
-3. step 2: ``mmadapter train recipes/demo/speech_vision.yaml``, every pretrained component frozen, on English
-   speech and the images: projector alignment, then instruction tuning with MoLoRA experts and zero-init
-   gated prompts;
+3. step 2: ``mmadapter train recipes/demo/speech_vision_graph.yaml``, every pretrained component frozen, on
+   English speech, the images and the graphs: projector alignment, then instruction tuning with MoLoRA
+   experts and zero-init gated prompts;
 4. ``mmadapter infer`` on held-out audio files and images, and ``mmadapter eval`` on the held-out shards;
 5. the new-language step: ``mmadapter train recipes/language/new_language_projector.yaml`` fine-tunes only
    the audio projector on a few hundred utterances of another language mixed with English, and both
@@ -26,11 +27,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from mmadapter.demo.steps import timed
+
+if TYPE_CHECKING:
+    from mmadapter.data.synthetic import SyntheticData
 
 __all__ = ["QUICK", "STANDARD", "DemoSettings", "add_arguments", "relocate", "run", "run_demo"]
 
@@ -43,14 +47,15 @@ NEW_LANGUAGE = "de"
 class DemoSettings:
     """What differs between the full and the quick demo (beyond data sizes and step 1's settings)."""
 
-    speech_vision: tuple[str, ...] = ()  # recipe overrides of step 2
+    multimodal: tuple[str, ...] = ()  # recipe overrides of step 2
     new_language: tuple[str, ...] = ()  # recipe overrides of the new-language step
 
 
 STANDARD = DemoSettings()
+_QUICK_LLM = ("model.encoders.graph.in_dim=64",)  # the quick step-1 LLM is 64 wide: so are its node-text features
 QUICK = DemoSettings(
-    speech_vision=("train.max_steps=12", "train.stages.1.max_steps=8", "train.log_every=2"),
-    new_language=("train.max_steps=8", "train.log_every=2"),
+    multimodal=("train.max_steps=12", "train.stages.1.max_steps=8", "train.log_every=2", *_QUICK_LLM),
+    new_language=("train.max_steps=8", "train.log_every=2", *_QUICK_LLM),
 )
 
 
@@ -93,8 +98,33 @@ def _train(recipe: Path, run_dir: Path, out: Path, extra: Sequence[str] = ()) ->
     _mmadapter("train", recipe, *relocate(recipe, out), *extra, "--run", _fresh(run_dir))
 
 
-def _evaluate(artefact: Path, shards: str, metric: str, report: Path) -> dict[str, Any]:
-    _mmadapter("eval", "--checkpoint", artefact, "--input", shards, "--metric", metric, "--output", report)
+@dataclass(frozen=True)
+class HeldOut:
+    """A held-out shard set of the demo: its report name, table row (task, language, metric) and shards."""
+
+    name: str
+    task: str
+    lang: str
+    metric: str
+    shards: str
+
+
+def _held_out(data: SyntheticData, new_language: str) -> list[HeldOut]:
+    return [
+        HeldOut("en", "speech", "en", "wer", data.shard_pattern("speech_en", "test")),
+        HeldOut(new_language, "speech", new_language, "wer", data.shard_pattern(f"speech_{new_language}", "test")),
+        HeldOut("images", "images", "-", "accuracy", data.shard_pattern("images", "test")),
+        HeldOut(
+            "images_instruct", "images, asked otherwise", "-", "accuracy", data.shard_pattern("images_instruct", "test")
+        ),
+        HeldOut("graphs", "graphs", "-", "accuracy", data.shard_pattern("graphs", "test")),
+    ]
+
+
+def _evaluate(artefact: Path, held: HeldOut, report_dir: Path) -> dict[str, Any]:
+    """``mmadapter eval`` of ``artefact`` on ``held``; its report (``report_dir/<name>.json``)."""
+    report = report_dir / f"{held.name}.json"
+    _mmadapter("eval", "--checkpoint", artefact, "--input", held.shards, "--metric", held.metric, "--output", report)
     return json.loads(report.read_text())
 
 
@@ -106,6 +136,7 @@ def run_demo(out: Path | str, quick: bool = False, seed: int = 0, new_language: 
         EvalRow,
         examples,
         format_table,
+        plot_accuracy_by_task,
         plot_losses,
         plot_wer_by_language,
         read_stage_losses,
@@ -121,60 +152,62 @@ def run_demo(out: Path | str, quick: bool = False, seed: int = 0, new_language: 
     with timed("step 1: the components learn (no pretrained weights offline)", timings):
         pretrained = pretrain_all(data, out / "pretrained", quick=quick, seed=seed)
 
-    english, second = out / "speech_vision", out / "new_language"
+    english, second = out / "speech_vision_graph", out / "new_language"
     with timed("step 2: mmadapter train, encoders and LLM frozen (align, instruct)", timings):
-        _train(RECIPES / "demo" / "speech_vision.yaml", english, out, settings.speech_vision)
+        _train(RECIPES / "demo" / "speech_vision_graph.yaml", english, out, settings.multimodal)
 
-    held_out = {
-        "en": data.shard_pattern("speech_en", "test"),
-        new_language: data.shard_pattern(f"speech_{new_language}", "test"),
-        "images": data.shard_pattern("images", "test"),
-    }
+    sets = _held_out(data, new_language)
     reports: dict[str, dict[str, dict[str, Any]]] = {"english": {}, "new_language": {}}
-    with timed("step 3: mmadapter infer and eval on held-out audio files and images", timings):
+    report_dir = out / "eval"
+    with timed("step 3: mmadapter infer and eval on held-out audio files, images and graphs", timings):
         audio = sorted((data.root / "audio" / "en").glob("*.flac"))[0]
         image = sorted((data.root / "images").glob("*.png"))[0]
         _mmadapter("infer", "--checkpoint", english, "--audio", audio)
         _mmadapter("infer", "--checkpoint", english, "--image", image)
-        reports["english"]["en"] = _evaluate(english, held_out["en"], "wer", out / "eval" / "english" / "en.json")
-        reports["english"]["images"] = _evaluate(
-            english, held_out["images"], "accuracy", out / "eval" / "english" / "images.json"
-        )
+        for held in sets:
+            if held.name != new_language:
+                reports["english"][held.name] = _evaluate(english, held, report_dir / "english")
 
     with timed(f"step 4: a new language ({new_language}): only the audio projector trains", timings):
-        report_dir = out / "eval"
-        reports["english"][new_language] = _evaluate(
-            english, held_out[new_language], "wer", report_dir / "english" / f"{new_language}.json"
-        )
+        by_name = {held.name: held for held in sets}
+        reports["english"][new_language] = _evaluate(english, by_name[new_language], report_dir / "english")
         language_recipe = RECIPES / "language" / "new_language_projector.yaml"
         _train(language_recipe, second, out, settings.new_language)
         for lang in ("en", new_language):
-            reports["new_language"][lang] = _evaluate(
-                second, held_out[lang], "wer", report_dir / "new_language" / f"{lang}.json"
-            )
+            reports["new_language"][lang] = _evaluate(second, by_name[lang], report_dir / "new_language")
 
     rows = [
-        EvalRow("speech", lang, "wer", {a: reports[a][lang]["overall"] for a in reports if lang in reports[a]})
-        for lang in ("en", new_language)
+        EvalRow(
+            held.task,
+            held.lang,
+            held.metric,
+            {a: reports[a][held.name]["overall"] for a in reports if held.name in reports[a]},
+            reports["english"][held.name]["n"],
+        )
+        for held in sets
     ]
-    rows.append(EvalRow("images", "-", "accuracy", {"english": reports["english"]["images"]["overall"]}))
-    for row in rows:
-        key = row.lang if row.task == "speech" else "images"
-        object.__setattr__(row, "n", reports["english"][key]["n"])
     table = format_table(rows, ["english", "new_language"])
 
     curves = {f"step 1: {name}": (list(range(1, len(r.losses) + 1)), r.losses) for name, r in pretrained.items()}
     for run_dir in (english, second):
         for stage, curve in read_stage_losses(run_dir / "metrics.jsonl").items():
             curves[f"{run_dir.name}: {stage}"] = curve
-    wer = {a: {lang: reports[a][lang]["overall"] for lang in reports[a] if lang != "images"} for a in reports}
+    wer = {
+        a: {lang: reports[a][lang]["overall"] for lang in ("en", new_language) if lang in reports[a]} for a in reports
+    }
+    by_task = {
+        f"{name}: {task}": score["score"]
+        for name in ("images", "images_instruct", "graphs")
+        for task, score in reports["english"][name]["by_task"].items()
+    }
     plots = [
         plot_losses(curves, out / "plots" / "loss.png", "Training loss per stage"),
         plot_wer_by_language(wer, out / "plots" / "wer_by_language.png", "Held-out WER by artefact"),
+        plot_accuracy_by_task(by_task, out / "plots" / "accuracy_by_task.png", "Held-out exact match per task"),
     ]
     shown = {
-        name: examples(Path(report["predictions"]))
-        for name, report in (("speech en", reports["english"]["en"]), ("images", reports["english"]["images"]))
+        name: examples(Path(reports["english"][key]["predictions"]))
+        for name, key in (("speech en", "en"), ("images", "images"), ("graphs", "graphs"))
     }
     result = {
         "out": str(out),
@@ -183,6 +216,7 @@ def run_demo(out: Path | str, quick: bool = False, seed: int = 0, new_language: 
         "step1": summary(pretrained),
         "table": [asdict(r) for r in rows],
         "reports": {a: {k: v["overall"] for k, v in r.items()} for a, r in reports.items()},
+        "by_task": by_task,
         "examples": shown,
         "plots": [str(p) for p in plots],
         "artefacts": {"english": str(english), "new_language": str(second)},

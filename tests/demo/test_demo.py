@@ -7,19 +7,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT
 from PIL import Image
 
 from mmadapter.cli import main
 from mmadapter.config import load_recipe
-from mmadapter.demo.run import RECIPE_ROOT, relocate
+from mmadapter.demo.run import QUICK, RECIPE_ROOT, relocate
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None,
     reason="espeak-ng is not installed (scripts/setup_env.sh installs it as root: apt-get install -y espeak-ng)",
 )
 
-SPEECH_VISION = ROOT / "recipes" / "demo" / "speech_vision.yaml"
+MULTIMODAL = ROOT / "recipes" / "demo" / "speech_vision_graph.yaml"
 NEW_LANGUAGE = ROOT / "recipes" / "language" / "new_language_projector.yaml"
 
 
@@ -31,12 +32,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 def test_relocate_moves_every_demo_path_and_nothing_else(tmp_path: Path) -> None:
-    overrides = relocate(SPEECH_VISION, tmp_path)
+    overrides = relocate(MULTIMODAL, tmp_path)
     assert f"model.llm.name_or_path={tmp_path / 'pretrained' / 'llm'}" in overrides
     assert any(o.startswith("train.stages.1.data.train.0.shards=") for o in overrides)
     assert all(RECIPE_ROOT not in o.split("=", 1)[1] for o in overrides)
     assert [o for o in relocate(NEW_LANGUAGE, tmp_path) if "init_from" in o] == [
-        f"train.stages.0.init_from={tmp_path / 'speech_vision'}"
+        f"train.stages.0.init_from={tmp_path / 'speech_vision_graph'}"
     ]
 
 
@@ -44,14 +45,15 @@ def test_relocate_moves_every_demo_path_and_nothing_else(tmp_path: Path) -> None
 @pytest.mark.integration
 def test_quick_demo_writes_both_artefacts_the_report_and_plots(demo: tuple[Path, dict]) -> None:
     out, report = demo
-    for name in ("speech_vision", "new_language"):
+    for name in ("speech_vision_graph", "new_language"):
         assert (out / name / "adapter.safetensors").is_file() and (out / name / "recipe.yaml").is_file()
     assert set(report["reports"]) == {"english", "new_language"}
-    assert set(report["reports"]["english"]) == {"en", "de", "images"}
+    assert set(report["reports"]["english"]) == {"en", "de", "images", "images_instruct", "graphs"}
     assert set(report["reports"]["new_language"]) == {"en", "de"}
     for scores in report["reports"].values():
         assert all(v >= 0.0 for v in scores.values())
-    assert [r["task"] for r in report["table"]] == ["speech", "speech", "images"]
+    assert [r["task"] for r in report["table"]] == ["speech", "speech", "images", "images, asked otherwise", "graphs"]
+    assert {"graphs: graph_topic", "graphs: graph_count", "images: caption"} <= set(report["by_task"])
     assert all(report["examples"].values())
     assert {"data", "step 1: the components learn (no pretrained weights offline)"} <= set(report["seconds"])
     for plot in report["plots"]:
@@ -60,6 +62,10 @@ def test_quick_demo_writes_both_artefacts_the_report_and_plots(demo: tuple[Path,
     # the eval reports behind the table are mmadapter eval's own
     en = json.loads((out / "eval" / "english" / "en.json").read_text())
     assert en["metric"] == "wer" and en["overall"] == report["reports"]["english"]["en"]
+    graphs = json.loads((out / "eval" / "english" / "graphs.json").read_text())
+    assert graphs["metric"] == "accuracy" and graphs["n"] == 40
+    assert (out / "pretrained" / "graph_encoder.safetensors").is_file()
+    assert len(report["plots"]) == 3
 
 
 def _trainable(recipe_path: Path, overrides: list[str], stage: int) -> list[str]:
@@ -73,9 +79,9 @@ def _trainable(recipe_path: Path, overrides: list[str], stage: int) -> list[str]
 @pytest.mark.slow
 def test_stage2_and_new_language_keep_encoders_and_llm_frozen(demo: tuple[Path, dict]) -> None:
     out, _ = demo
-    align = _trainable(SPEECH_VISION, relocate(SPEECH_VISION, out), 0)
-    instruct = _trainable(SPEECH_VISION, relocate(SPEECH_VISION, out), 1)
-    language = _trainable(NEW_LANGUAGE, relocate(NEW_LANGUAGE, out), 0)
+    multimodal = [*relocate(MULTIMODAL, out), *QUICK.multimodal]  # what the quick demo trained
+    align, instruct = _trainable(MULTIMODAL, multimodal, 0), _trainable(MULTIMODAL, multimodal, 1)
+    language = _trainable(NEW_LANGUAGE, [*relocate(NEW_LANGUAGE, out), *QUICK.new_language], 0)
     assert align and all(n.startswith("projectors.") for n in align)
     assert any(".lora_A." in n for n in instruct) and any(n.startswith("gated_attention.") for n in instruct)
     assert language and all(n.startswith("projectors.audio.") for n in language)
@@ -83,3 +89,14 @@ def test_stage2_and_new_language_keep_encoders_and_llm_frozen(demo: tuple[Path, 
         assert not [n for n in names if n.startswith("encoders.")]
         llm_weights = [n for n in names if n.startswith("llm.") and ".lora_A." not in n and ".lora_B." not in n]
         assert not llm_weights, llm_weights[:5]  # only the LoRA experts inside the frozen LLM train
+
+
+def test_the_demo_recipes_share_one_model_and_the_pretrained_graph_encoder_shape() -> None:
+    from mmadapter.demo.graph_encoder import GraphPretrainSettings
+    from mmadapter.demo.language_model import LlmPretrainSettings
+
+    multimodal, language = yaml.safe_load(MULTIMODAL.read_text()), yaml.safe_load(NEW_LANGUAGE.read_text())
+    assert multimodal["model"] == language["model"]  # the new-language recipe copies the artefact's model
+    graph = dict(multimodal["model"]["encoders"]["graph"])
+    assert graph.pop("name") == "gnn" and graph.pop("name_or_path").endswith("pretrained/graph_encoder.safetensors")
+    assert graph == GraphPretrainSettings().encoder_options(LlmPretrainSettings().hidden)

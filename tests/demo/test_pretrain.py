@@ -12,11 +12,14 @@ from safetensors.torch import load_file
 
 from mmadapter.config import LLMSpec
 from mmadapter.data.synthetic import DataSizes, SyntheticData, plan_images, render_image, synthesize_data
+from mmadapter.data.synthetic_graphs import COUNT_WORDS, TOPICS, random_graph
 from mmadapter.demo.audio_encoder import AudioPretrainSettings, pretrain_audio_encoder
+from mmadapter.demo.graph_encoder import GraphPretrainSettings, pretrain_graph_encoder
 from mmadapter.demo.language_model import LlmPretrainSettings, generate_answers, pretrain_llm, text_example
 from mmadapter.demo.steps import PretrainResult
 from mmadapter.demo.vision_encoder import VisionPretrainSettings, pretrain_vision_encoder, slot_labels
 from mmadapter.encoders import ENCODERS
+from mmadapter.encoders.gnn import GnnSpec
 from mmadapter.encoders.hf_vision import HfVisionSpec
 from mmadapter.encoders.whisper import WhisperSpec
 from mmadapter.llm import LLMS
@@ -34,6 +37,7 @@ VISION = VisionPretrainSettings(
     hidden=32, layers=1, heads=2, mlp=64, extra_images=40, steps=12, batch_size=16, log_every=0
 )
 LLM = LlmPretrainSettings(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, steps=25, batch_size=8, lr=1e-2)
+GRAPH = GraphPretrainSettings(hidden=32, graphs=200, test_graphs=60, steps=120, batch_size=32, lr=1e-2, log_every=0)
 
 
 def falls(result: PretrainResult) -> bool:
@@ -61,6 +65,11 @@ def pretrained(data: SyntheticData, tmp_path_factory: pytest.TempPathFactory) ->
         ),
         "llm": pretrain_llm([data.manifests["speech_en"]["test"], data.manifests["images"]["test"]], out / "llm", LLM),
     }
+
+
+@pytest.fixture(scope="module")
+def graph_encoder(pretrained: dict[str, PretrainResult], tmp_path_factory: pytest.TempPathFactory) -> PretrainResult:
+    return pretrain_graph_encoder(pretrained["llm"].path, tmp_path_factory.mktemp("gnn") / "gnn.safetensors", GRAPH)
 
 
 @pytest.mark.slow
@@ -104,3 +113,42 @@ def test_llm_learns_and_loads_by_path_with_its_tokenizer(pretrained) -> None:
 
     _, prompt, _ = text_example(random.Random(0))
     assert isinstance(generate_answers(model, tokenizer, [prompt])[0], str)
+
+
+def test_text_examples_cover_every_task_with_answers_that_follow_from_the_rendition() -> None:
+    import random
+
+    rng = random.Random(0)
+    seen: dict[str, int] = {}
+    for _ in range(400):
+        task, prompt, answer = text_example(rng, caption_fraction=0.4, instruct_fraction=0.5, graph_fraction=0.2)
+        seen[task] = seen.get(task, 0) + 1
+        assert "<audio>" not in prompt and "<image>" not in prompt and "<graph>" not in prompt
+        if task.startswith("graph_"):
+            initial, count = prompt.split()[-1]  # the rendition ends the question: "p3"
+            topic = next(t for t in TOPICS if t[0] == initial)
+            assert answer == (topic if task == "graph_topic" else COUNT_WORDS[int(count)])
+        elif task == "asr":
+            assert all(d in prompt for d in answer.split())
+    assert set(seen) == {"asr", "caption", "vqa", "graph_topic", "graph_count"}
+    assert 0.1 < seen.get("graph_topic", 0) / 400 + seen.get("graph_count", 0) / 400 < 0.3
+
+
+@pytest.mark.slow
+def test_graph_encoder_learns_and_loads_by_path_as_gnn(pretrained, graph_encoder: PretrainResult) -> None:
+    result = graph_encoder
+    assert len(result.losses) == GRAPH.steps and falls(result)
+    assert result.metrics["node_accuracy"] > 0.5  # 5 topics: chance is 0.2
+    model, tokenizer = LLMS.get("causal_lm")(LLMSpec(name_or_path=str(pretrained["llm"].path), dtype="float32"))
+    options = GRAPH.encoder_options(model.config.hidden_size)
+    encoder = ENCODERS.get("gnn")(GnnSpec(name="gnn", name_or_path=str(result.path), **options))
+    encoder.bind_llm(model, tokenizer)
+    assert torch.equal(encoder.convs[0].lin_l.weight, load_file(result.path)["convs.0.lin_l.weight"])
+    graph = random_graph(np.random.default_rng(1))
+    from torch_geometric.data import Batch
+
+    data = encoder.transform({"edge_index": graph["edge_index"], "node_text": graph["node_text"]})
+    with torch.no_grad():
+        nodes, counts = encoder(Batch.from_data_list([data]), torch.tensor([data.num_nodes]))
+    assert nodes.shape == (1, data.num_nodes, GRAPH.hidden) and counts.tolist() == [data.num_nodes]
+    assert torch.isfinite(nodes).all()
