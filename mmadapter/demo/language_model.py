@@ -68,6 +68,8 @@ class LlmPretrainSettings:
     kv_heads: int = 2
     intermediate: int = 384
     steps: int = 700
+    """The instruction phrasings put the slots at other distances from the answer: measured from text, captions
+    asked in all the phrasings were right 34% of the time after 350 steps, 93% after 700."""
     batch_size: int = 32
     lr: float = 2e-3
     """Copying from a fixed distance (what reading the slots needs) forms suddenly, after 150–250 steps at
@@ -80,6 +82,7 @@ class LlmPretrainSettings:
     picture) rather than with the default prompt; without them the demo's instruct stage has to teach the
     frozen LLM new questions through its LoRA experts, and loses caption accuracy doing so."""
     graph_fraction: float = 0.15
+    """Examples about a graph (the rest, 1 - caption_fraction - graph_fraction, are digit strings)."""
     threads: int | None = 2
 
     def llm_config(self) -> dict[str, Any]:
