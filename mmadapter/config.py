@@ -61,7 +61,7 @@ class LLMSpec(ComponentSpec):
 
     name: str = "causal_lm"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    attn: Literal["auto", "flash_attn", "varlen", "flex", "sdpa", "eager"] = "auto"
+    attn: Literal["auto", "flash_attn", "varlen", "flex", "sdpa_varlen", "sdpa", "eager"] = "auto"
     trust_remote_code: bool = False
     chat_template: str | None = None
 

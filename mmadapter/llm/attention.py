@@ -7,12 +7,14 @@
   shipped inside PyTorch;
 - ``flex``: flex attention with a causal document mask built once per batch from ``cu_seqlens`` (compiled on
   CUDA; on CPU it runs unfused and forward only);
+- ``sdpa_varlen``: ``F.scaled_dot_product_attention`` over the samples of a packed row padded to the longest one
+  (any device, with autograd): the work of each sample's own attention, not of a dense mask over the whole row;
 - ``sdpa`` / ``eager``: transformers' own. A packed row is split into its samples by transformers' packed-sequence
   detection, which needs ``attention_mask=None``, ``use_cache=False`` and restarting ``position_ids``; otherwise
   the samples silently attend to each other. On CUDA that path builds a dense ``(t, t)`` mask.
-- ``auto``: on CUDA the first of ``flash_attn``, ``varlen``, ``flex`` that can run; elsewhere ``sdpa``.
+- ``auto``: on CUDA the first of ``flash_attn``, ``varlen``, ``flex`` that can run; elsewhere ``sdpa_varlen``.
 
-The first three are functions registered with transformers' ``AttentionInterface``
+The first four are functions registered with transformers' ``AttentionInterface``
 (:mod:`mmadapter.llm.packed_attention` over the kernels of :mod:`mmadapter.llm.varlen_kernels`), with
 transformers' ``flash_attention_mask`` as mask function so no dense mask is built; a packed batch reaches them as
 ``cu_seq_lens_q/k`` and ``max_length_q/k`` decoder kwargs (:func:`packed_kwargs`). They also run padded batches and
@@ -48,12 +50,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BackendName = Literal["flash_attn", "varlen", "flex", "sdpa", "eager"]
+BackendName = Literal["flash_attn", "varlen", "flex", "sdpa_varlen", "sdpa", "eager"]
 ATTN_REQUESTS: tuple[str, ...] = ("auto", *get_args(BackendName))
 
 # transformers names of our registered functions. They must not contain "flash" (transformers would try to load
 # a flash-attn package for them), "sdpa" or "flex_attention" (it would run that implementation's checks).
-_REGISTERED = {"flash_attn": "mmadapter_fa2_varlen", "varlen": "mmadapter_varlen", "flex": "mmadapter_flex"}
+_REGISTERED = {
+    "flash_attn": "mmadapter_fa2_varlen",
+    "varlen": "mmadapter_varlen",
+    "flex": "mmadapter_flex",
+    "sdpa_varlen": "mmadapter_padded",
+}
 _HF_NAMES: dict[str, str] = {**_REGISTERED, "sdpa": "sdpa", "eager": "eager"}
 _NEEDS = {
     "flash_attn": "a CUDA GPU (sm80+) and flash-attn 2 (pip install 'mmadapter[flash]')",
@@ -136,7 +143,9 @@ def choose_backend(requested: str, device: torch.device | str) -> Backend:
 
 def _auto(device: torch.device) -> Backend:
     if device.type != "cuda":
-        return Backend("sdpa", "sdpa", f"{device.type.upper()}: " + _PACKED_SDPA.format(name="SDPA"))
+        return Backend(
+            "sdpa_varlen", _HF_NAMES["sdpa_varlen"], f"{device.type.upper()}: {_probe('sdpa_varlen', device)[1]}"
+        )
     flash_ok, flash = _probe("flash_attn", device)
     if flash_ok:
         return Backend("flash_attn", _HF_NAMES["flash_attn"], flash)
@@ -153,6 +162,8 @@ def _auto(device: torch.device) -> Backend:
 @cache
 def _probe(name: str, device: torch.device) -> tuple[bool, str]:
     """Whether backend ``name`` can run on ``device``, and a phrase saying what was found (or what failed)."""
+    if name == "sdpa_varlen":
+        return True, "SDPA over each packed row's samples padded to the longest one (no dense (t, t) mask)"
     if name in ("sdpa", "eager"):
         dense = "; on CUDA it builds a dense (t, t) mask per packed row" if device.type == "cuda" else ""
         return True, _PACKED_SDPA.format(name=name.upper() if name == "sdpa" else name) + dense

@@ -7,6 +7,9 @@ Every kernel has the signature ``run(q (n, h, d), k (n, g, d), v (n, g, d), layo
 - :func:`run_flash_attn`: flash-attn 2's ``flash_attn_varlen_func`` (CUDA);
 - :func:`run_flex`: ``flex_attention`` with a document mask built once per layout (compiled on CUDA; eager on CPU,
   forward only — PyTorch has no flex backward on CPU);
+- :func:`run_padded_sdpa`: ``F.scaled_dot_product_attention`` over the sequences padded to the longest one, so
+  the work is ``s · max²`` rather than the ``n²`` of a dense mask over a packed row; any device, with autograd
+  (the default on CPU);
 - :func:`run_reference`: plain PyTorch in float32, one sequence at a time; any device, with autograd.
 
 As in FlashAttention 2, a causal mask is aligned to the bottom right when a sequence has fewer queries than keys
@@ -37,6 +40,7 @@ __all__ = [
     "RaggedLayout",
     "run_flash_attn",
     "run_flex",
+    "run_padded_sdpa",
     "run_reference",
     "run_varlen",
 ]
@@ -252,6 +256,55 @@ def run_flex(q: Tensor, k: Tensor, v: Tensor, layout: RaggedLayout, opts: Attent
     return out[0].transpose(0, 1)
 
 
+def _padded_index(cu: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """For each of the ``n`` ragged tokens: its sequence and its position in that sequence."""
+    lengths = cu.diff().long()
+    seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu.device), lengths, output_size=n)
+    return seq, torch.arange(n, device=cu.device) - cu[:-1].long()[seq]
+
+
+def run_padded_sdpa(q: Tensor, k: Tensor, v: Tensor, layout: RaggedLayout, opts: AttentionOptions) -> Tensor:
+    """``F.scaled_dot_product_attention`` on ``(s, h, max, d)``: each sequence padded at its end to the longest.
+
+    Where every sequence has as many queries as keys (training, prefill), causal attention needs no mask: a real
+    query never reaches the padding after it. Otherwise (decoding with a cache) a boolean mask keeps each query's
+    bottom-right aligned keys. Sliding windows and soft-capping run :func:`run_reference` instead.
+    """
+    if opts.window is not None or opts.softcap:
+        warn_once("padded_sdpa", "padded SDPA has no sliding window or soft-capping: using the PyTorch reference")
+        return run_reference(q, k, v, layout, opts)
+    s, h, d = layout.cu_q.numel() - 1, q.shape[1], q.shape[2]
+    if s == 0:
+        return q.new_zeros(q.shape[0], h, v.shape[-1])
+    seq_q, pos_q = _padded_index(layout.cu_q, q.shape[0])
+    seq_k, pos_k = _padded_index(layout.cu_k, k.shape[0])
+    if k.shape[1] != h:
+        k, v = (x.repeat_interleave(h // x.shape[1], dim=1) for x in (k, v))
+    qp = q.new_zeros(s, layout.max_q, h, d).index_put((seq_q, pos_q), q)
+    kp = k.new_zeros(s, layout.max_k, h, d).index_put((seq_k, pos_k), k)
+    vp = v.new_zeros(s, layout.max_k, h, v.shape[-1]).index_put((seq_k, pos_k), v)
+    len_q, len_k = layout.cu_q.diff(), layout.cu_k.diff()
+    mask, causal = None, opts.causal
+    if not (opts.causal and layout.max_q == layout.max_k and torch.equal(len_q, len_k)):
+        iq = torch.arange(layout.max_q, device=q.device)[None, :, None]  # (1, tq, 1)
+        ik = torch.arange(layout.max_k, device=q.device)[None, None, :]  # (1, 1, tk)
+        mask = ik < len_k[:, None, None]  # (s, tq, tk)
+        if opts.causal:
+            mask = mask & (ik <= iq + (len_k - len_q)[:, None, None])
+        # Every real query already sees key 0; so must padding rows (of an empty sequence too), or they turn NaN.
+        mask, causal = (mask | (ik == 0))[:, None], False  # (s, 1, tq, tk)
+    out = F.scaled_dot_product_attention(
+        qp.transpose(1, 2),
+        kp.transpose(1, 2),
+        vp.transpose(1, 2),
+        attn_mask=mask,
+        dropout_p=opts.dropout,
+        is_causal=causal,
+        scale=opts.scale,
+    )  # (s, h, max_q, d)
+    return out.transpose(1, 2)[seq_q, pos_q]
+
+
 def run_reference(q: Tensor, k: Tensor, v: Tensor, layout: RaggedLayout, opts: AttentionOptions) -> Tensor:
     """Plain PyTorch in float32, one sequence at a time (reads the offsets to the host): any device, autograd."""
     groups = q.shape[1] // k.shape[1]
@@ -293,5 +346,6 @@ KERNELS: dict[str, KernelInfo] = {
     "varlen": KernelInfo(run_varlen, cuda_only=True),
     "flash_attn": KernelInfo(run_flash_attn, cuda_only=True),
     "flex": KernelInfo(run_flex, cuda_only=False),
+    "sdpa_varlen": KernelInfo(run_padded_sdpa, cuda_only=False),
     "reference": KernelInfo(run_reference, cuda_only=False),
 }

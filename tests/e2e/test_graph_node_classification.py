@@ -41,7 +41,7 @@ def recipe(shards: Path) -> dict:
             "projectors": {"graph": {"name": "graph", "mode": "target", "pooling": "mean"}},
         },
         "data": {"train": [{"shards": str(shards / "shard-000000.tar")}], "max_tokens": 768, "num_workers": 0},
-        "train": {"seed": 0, "max_steps": 80, "lr": 3.0e-3, "log_every": 20, "checkpoint_every": 1000,
+        "train": {"seed": 0, "max_steps": 140, "lr": 3.0e-3, "log_every": 20, "checkpoint_every": 1000,
                   "stages": [{"name": "nodes", "trainable": ["encoders.graph", "projectors", "llm"]}]},
     }  # fmt: skip
 

@@ -29,12 +29,15 @@ from mmadapter.llm.varlen_kernels import (
     RaggedLayout,
     run_flash_attn,
     run_flex,
+    run_padded_sdpa,
     run_reference,
     run_varlen,
 )
 
 LENGTHS = [7, 12, 5]
-BACKENDS = {n: Backend(n, attention._HF_NAMES[n], "test") for n in ("flash_attn", "varlen", "flex", "sdpa")}
+BACKENDS = {
+    n: Backend(n, attention._HF_NAMES[n], "test") for n in ("flash_attn", "varlen", "flex", "sdpa_varlen", "sdpa")
+}
 
 
 def tiny_llm(dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
@@ -105,17 +108,20 @@ def assert_relative(got: Tensor, want: Tensor, rel: float, what: str) -> None:
 # --- choosing ----------------------------------------------------------------------------------------------
 
 
-def test_auto_on_cpu_is_sdpa_and_logs_why_once(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch):
+def test_auto_on_cpu_is_padded_sdpa_and_logs_why_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setattr(attention, "_logged", set())
     caplog.set_level(logging.INFO, logger="mmadapter.llm.attention")
     backend = choose_backend("auto", torch.device("cpu"))
     choose_backend("auto", torch.device("cpu"))
-    assert (backend.name, backend.attn_implementation) == ("sdpa", "sdpa")
-    assert "attention_mask=None, use_cache=False, restarting position_ids" in backend.reason
-    assert not backend.takes_cu_seqlens
+    assert (backend.name, backend.attn_implementation) == ("sdpa_varlen", "mmadapter_padded")
+    assert "no dense (t, t) mask" in backend.reason
+    assert backend.takes_cu_seqlens
     records = [r for r in caplog.records if r.name == "mmadapter.llm.attention"]
     assert len(records) == 1 and records[0].levelno == logging.INFO
     assert backend.reason in records[0].getMessage()
+    assert not choose_backend("sdpa", "cpu").takes_cu_seqlens
 
 
 FOUND = {"flash_attn": "flash-attn 2.8.3 found on CUDA", "varlen": "varlen on CUDA", "flex": "flex (compiled)"}
@@ -152,7 +158,7 @@ def test_cuda_backend_on_cpu_raises_naming_the_recipe_key(name: str):
     with pytest.raises(ValueError, match=rf"model\.llm\.attn='{name}' cannot run here: device is cpu") as e:
         choose_backend(name, "cpu")
     assert "CUDA GPU (sm80+)" in str(e.value)
-    assert "available on cpu: ['flex', 'sdpa', 'eager', 'auto']" in str(e.value)
+    assert "available on cpu: ['flex', 'sdpa_varlen', 'sdpa', 'eager', 'auto']" in str(e.value)
 
 
 def test_unknown_backend_raises():
@@ -209,7 +215,7 @@ def test_cpu_sdpa_packed_row_equals_each_sequence_alone():
     model, seqs = tiny_llm(), sequences()
     want = alone(model, seqs)
     batch = packed(seqs)
-    assert_per_sequence(decode(model, batch, choose_backend("auto", "cpu")), want, atol=1e-5)
+    assert_per_sequence(decode(model, batch, choose_backend("sdpa", "cpu")), want, atol=1e-5)
     # With a dense all-ones mask transformers no longer splits the row: later samples see earlier ones.
     leaked = decode(model, batch, attention_mask=torch.ones_like(batch.input_ids)).split(LENGTHS)
     assert_per_sequence(leaked[0], want[:1], atol=1e-5)  # the first sample has nothing before it to see
@@ -222,11 +228,12 @@ def test_cpu_sdpa_packed_row_equals_each_sequence_alone():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("kernel", ["flex", "sdpa_varlen"])
 @pytest.mark.parametrize("how", ["cu_seqlens", "position_ids"])
-def test_flex_on_cpu_packed_row_equals_sdpa_alone(how: str):
+def test_cpu_kernel_packed_row_equals_sdpa_alone(how: str, kernel: str):
     model, seqs = tiny_llm(), sequences()
     want = alone(model, seqs)
-    backend = choose_backend("flex", "cpu")
+    backend = choose_backend(kernel, "cpu")
     apply_backend(model, backend)
     batch = packed(seqs)
     got = decode(model, batch, backend) if how == "cu_seqlens" else decode(model, batch)
@@ -250,7 +257,7 @@ def test_packed_kwargs_give_the_layout_and_one_block_mask_per_batch(monkeypatch:
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("kernel", ["flex", "varlen"])  # varlen on CPU tensors runs the PyTorch reference
+@pytest.mark.parametrize("kernel", ["flex", "varlen", "sdpa_varlen"])  # varlen on CPU runs the PyTorch reference
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padded_rows_equal_sdpa_alone(kernel: str, side: str):
     model, seqs = tiny_llm(), sequences()
@@ -263,7 +270,7 @@ def test_padded_rows_equal_sdpa_alone(kernel: str, side: str):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("kernel", ["flex", "varlen"])
+@pytest.mark.parametrize("kernel", ["flex", "varlen", "sdpa_varlen"])
 def test_generation_with_a_cache_matches_sdpa(kernel: str):
     model, seqs = tiny_llm(), sequences()
     ids, mask, _ = padded(seqs, "left")
@@ -328,7 +335,7 @@ def sdpa_per_sequence(q: Tensor, k: Tensor, v: Tensor, layout: RaggedLayout, opt
 @pytest.mark.parametrize("heads", [(4, 2), (6, 2)], ids=["gqa2", "gqa3"])
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("option", list(OPTIONS))
-@pytest.mark.parametrize("kernel", [run_reference, run_flex], ids=["reference", "flex"])
+@pytest.mark.parametrize("kernel", [run_reference, run_flex, run_padded_sdpa], ids=["reference", "flex", "padded_sdpa"])
 def test_kernel_matches_sdpa_with_an_explicit_mask(
     kernel: Callable[..., Tensor], option: str, shape: str, heads: tuple[int, int]
 ):
@@ -336,6 +343,21 @@ def test_kernel_matches_sdpa_with_an_explicit_mask(
     torch.testing.assert_close(
         kernel(q, k, v, layout, OPTIONS[option]), sdpa_per_sequence(q, k, v, layout, OPTIONS[option])
     )
+
+
+def test_padded_sdpa_gradients_equal_the_reference_and_an_empty_sequence_stays_finite():
+    q, k, v, layout = ragged("packed")
+    grads = []
+    for kernel in (run_reference, run_padded_sdpa):
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        kernel(*leaves, layout, OPTIONS["causal"]).square().sum().backward()
+        grads.append([x.grad for x in leaves])
+    for ref, ours in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, ref)
+    # a zero-length sequence among them (the padding tail of a row): nothing of it is output, nothing turns NaN
+    cu = torch.tensor([0, 5, 5, 14], dtype=torch.int32)
+    out = run_padded_sdpa(q[:14], k[:14], v[:14], RaggedLayout(cu, cu, 9, 9), AttentionOptions(causal=False))
+    assert out.shape == (14, 4, 16) and torch.isfinite(out).all()
 
 
 def fake_kernel(real: Callable[..., Any], calls: list[inspect.BoundArguments]) -> Callable[..., Tensor]:
