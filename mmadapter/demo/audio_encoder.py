@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import soundfile as sf
 import torch
 from safetensors.torch import save_file
@@ -32,7 +31,7 @@ from torch.nn import functional as F
 from transformers import WhisperFeatureExtractor
 
 from mmadapter.data.synthetic import LANGUAGES
-from mmadapter.demo.steps import PretrainResult, cpu_threads, timed
+from mmadapter.demo.steps import PretrainResult, cpu_threads, fit, timed
 from mmadapter.encoders.whisper import WhisperEncoder, WhisperSpec, whisper
 from mmadapter.metrics import corpus_score
 
@@ -256,46 +255,32 @@ def _fit(
     encoder: WhisperEncoder, head: StackedCtcHead, train: list[dict[str, Any]], s: AudioPretrainSettings, seed: int
 ) -> list[float]:
     rng = random.Random(seed)
-    params = [*encoder.parameters(), *head.parameters()]
-    optimizer = torch.optim.AdamW([p for p in params if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
     pool = _balanced(train) if s.balance_languages else list(range(len(train)))
     lengths = [train[i]["features"].shape[-1] for i in pool]
-    total = s.steps
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: min(1.0, (i + 1) / s.warmup_steps) * max(0.05, 1 - i / total)
-    )
-    encoder.train()
-    losses: list[float] = []
-    while len(losses) < total:
-        for idx in _batches(lengths, s.batch_size, rng):
-            if len(losses) >= total:
-                break
-            idx = [pool[i] for i in idx]
-            batch, frames = _pad([train[i]["features"] for i in idx])
-            feats, out_lengths = encoder(batch, frames)
-            log_probs, out_lengths = head(feats, out_lengths)
-            targets = [torch.tensor(train[i]["targets"]) for i in idx]
-            loss = F.ctc_loss(
-                log_probs.transpose(0, 1),  # (s, n, u)
-                torch.cat(targets),
-                out_lengths,
-                torch.tensor([len(t) for t in targets]),
-                zero_infinity=True,
-            )
-            if s.presence_weight:
-                loss = loss + s.presence_weight * _presence_loss(log_probs, out_lengths, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            if s.log_every and len(losses) % s.log_every == 0:
-                print(
-                    f"[demo]   step {len(losses)}/{total}: CTC loss {np.mean(losses[-s.log_every :]):.3f}", flush=True
+
+    def losses() -> Iterator[Tensor]:
+        while True:
+            for batch in _batches(lengths, s.batch_size, rng):
+                idx = [pool[i] for i in batch]
+                feats, out_lengths = encoder(*_pad([train[i]["features"] for i in idx]))
+                log_probs, out_lengths = head(feats, out_lengths)
+                targets = [torch.tensor(train[i]["targets"]) for i in idx]
+                loss = F.ctc_loss(
+                    log_probs.transpose(0, 1),  # (s, n, u)
+                    torch.cat(targets),
+                    out_lengths,
+                    torch.tensor([len(t) for t in targets]),
+                    zero_infinity=True,
                 )
+                if s.presence_weight:
+                    loss = loss + s.presence_weight * _presence_loss(log_probs, out_lengths, targets)
+                yield loss
+
+    encoder.train()
+    params = [p for p in [*encoder.parameters(), *head.parameters()] if p.requires_grad]
+    out = fit(params, losses(), s.steps, s.lr, s.warmup_steps, s.weight_decay, log_every=s.log_every, what="CTC loss")
     encoder.eval()
-    return losses
+    return out
 
 
 def _save(

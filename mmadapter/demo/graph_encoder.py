@@ -19,7 +19,7 @@ loads it. Shape letters: n graphs, s nodes of the largest graph, d ``hidden``, T
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from torch_geometric.data import Batch, Data
 
 from mmadapter.config import LLMSpec
 from mmadapter.data.synthetic_graphs import TOPICS, random_graph
-from mmadapter.demo.steps import PretrainResult, cpu_threads, timed
+from mmadapter.demo.steps import PretrainResult, cpu_threads, epochs, fit, timed
 from mmadapter.encoders.gnn import GnnEncoder, GnnSpec
 from mmadapter.llm.causal_lm import causal_lm
 
@@ -163,29 +163,13 @@ def pretrain_graph_encoder(
 
 
 def _fit(encoder: GnnEncoder, heads: GraphHeads, data: _Graphs, s: GraphPretrainSettings, seed: int) -> list[float]:
-    rng = random.Random(seed)
-    params = [*encoder.parameters(), *heads.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=s.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: min(1.0, (i + 1) / s.warmup_steps) * max(0.05, 1 - i / s.steps)
-    )
+    def losses() -> Iterator[Tensor]:
+        for idx in epochs(len(data.data), s.batch_size, random.Random(seed)):
+            topic_logits, topics, count_logits, counts = _forward(encoder, heads, data, idx)
+            yield F.cross_entropy(topic_logits, topics) + F.cross_entropy(count_logits, counts)
+
     encoder.train()
-    losses: list[float] = []
-    order: list[int] = []
-    while len(losses) < s.steps:
-        if len(order) < s.batch_size:
-            order = list(range(len(data.data)))
-            rng.shuffle(order)
-        idx, order = order[: s.batch_size], order[s.batch_size :]
-        topic_logits, topics, count_logits, counts = _forward(encoder, heads, data, idx)
-        loss = F.cross_entropy(topic_logits, topics) + F.cross_entropy(count_logits, counts)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if s.log_every and len(losses) % s.log_every == 0:
-            print(f"[demo]   step {len(losses)}/{s.steps}: loss {np.mean(losses[-s.log_every :]):.3f}", flush=True)
+    params = [*encoder.parameters(), *heads.parameters()]
+    out = fit(params, losses(), s.steps, s.lr, s.warmup_steps, weight_decay=0.01, log_every=s.log_every)
     encoder.eval()
-    return losses
+    return out

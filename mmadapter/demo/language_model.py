@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mmadapter.config import LLMSpec
@@ -41,7 +42,7 @@ from mmadapter.data.synthetic import COLOURS, DIGITS, SHAPES, SLOTS, ShapeItem, 
 from mmadapter.data.synthetic_graphs import COUNT_WORDS, TOPICS
 from mmadapter.data.synthetic_graphs import QUESTIONS as GRAPH_QUESTIONS
 from mmadapter.data.synthetic_instruct import ASR_PROMPTS, CAPTION_PROMPTS, QUESTIONS
-from mmadapter.demo.steps import PretrainResult, cpu_threads, timed
+from mmadapter.demo.steps import PretrainResult, cpu_threads, fit, timed
 from mmadapter.llm.causal_lm import causal_lm
 from mmadapter.llm.chat import IGNORE_INDEX, encode_chat
 
@@ -264,22 +265,16 @@ def pretrain_llm(
 
 def _fit(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s: LlmPretrainSettings, seed: int) -> list[float]:
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: min(1.0, (i + 1) / s.warmup_steps) * max(0.05, 1 - i / s.steps)
-    )
+
+    def losses() -> Iterator[Tensor]:
+        while True:
+            examples = [
+                text_example(rng, s.caption_fraction, s.instruct_fraction, s.graph_fraction)
+                for _ in range(s.batch_size)
+            ]
+            yield model(**_batch(tokenizer, examples), use_cache=False).loss
+
     model.train()
-    losses = []
-    for _ in range(s.steps):
-        examples = [
-            text_example(rng, s.caption_fraction, s.instruct_fraction, s.graph_fraction) for _ in range(s.batch_size)
-        ]
-        loss = model(**_batch(tokenizer, examples), use_cache=False).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
+    out = fit(model.parameters(), losses(), s.steps, s.lr, s.warmup_steps, s.weight_decay)
     model.eval()
-    return losses
+    return out

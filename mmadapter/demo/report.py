@@ -102,6 +102,15 @@ def _pyplot():
     return pyplot
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay out, write ``fig`` as a PNG at ``path`` (creating its folder) and close it."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_losses(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], path: Path, title: str) -> Path:
     """One panel per curve (``name → (steps, losses)``), log-scale loss against training step, into ``path``."""
     plt = _pyplot()
@@ -120,11 +129,7 @@ def plot_losses(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], pat
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_wer_by_language(wer: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
@@ -144,11 +149,7 @@ def plot_wer_by_language(wer: Mapping[str, Mapping[str, float]], path: Path, tit
     ax.set_title(title)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_accuracy_by_task(scores: Mapping[str, float], path: Path, title: str) -> Path:
@@ -165,8 +166,4 @@ def plot_accuracy_by_task(scores: Mapping[str, float], path: Path, title: str) -
     ax.set_ylabel("held-out set: task")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -157,6 +157,7 @@ def run_demo(out: Path | str, quick: bool = False, seed: int = 0, new_language: 
         _train(RECIPES / "demo" / "speech_vision_graph.yaml", english, out, settings.multimodal)
 
     sets = _held_out(data, new_language)
+    by_name = {held.name: held for held in sets}
     reports: dict[str, dict[str, dict[str, Any]]] = {"english": {}, "new_language": {}}
     report_dir = out / "eval"
     with timed("step 3: mmadapter infer and eval on held-out audio files, images and graphs", timings):
@@ -169,7 +170,6 @@ def run_demo(out: Path | str, quick: bool = False, seed: int = 0, new_language: 
                 reports["english"][held.name] = _evaluate(english, held, report_dir / "english")
 
     with timed(f"step 4: a new language ({new_language}): only the audio projector trains", timings):
-        by_name = {held.name: held for held in sets}
         reports["english"][new_language] = _evaluate(english, by_name[new_language], report_dir / "english")
         language_recipe = RECIPES / "language" / "new_language_projector.yaml"
         _train(language_recipe, second, out, settings.new_language)

@@ -1,17 +1,21 @@
-"""What each demo step returns, and how it reports the time it took."""
+"""What each demo step returns, how it reports the time it took, and the training loop step 1 shares."""
 
 from __future__ import annotations
 
+import itertools
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import Tensor, nn
 
-__all__ = ["PretrainResult", "cpu_threads", "timed"]
+__all__ = ["PretrainResult", "cpu_threads", "epochs", "fit", "timed"]
 
 
 @dataclass
@@ -53,3 +57,47 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def epochs(n: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:
+    """Endless batches of indices into ``n`` items: each epoch shuffled anew, its incomplete last batch dropped."""
+    while True:
+        order = list(range(n))
+        rng.shuffle(order)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+def fit(
+    params: Iterable[nn.Parameter],
+    losses: Iterator[Tensor],
+    steps: int,
+    lr: float,
+    warmup_steps: int,
+    weight_decay: float,
+    floor: float = 0.05,
+    log_every: int = 0,
+    what: str = "loss",
+) -> list[float]:
+    """Take one optimizer step on each of the first ``steps`` losses that ``losses`` yields; return them.
+
+    AdamW, the learning rate warmed up linearly over ``warmup_steps`` and then decayed linearly to
+    ``floor · lr``, the gradient norm clipped at 1. ``losses`` is drawn lazily, so each loss is computed with
+    the weights of the step before. Every ``log_every`` steps (0: never) the mean ``what`` is printed.
+    """
+    params = list(params)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: min(1.0, (i + 1) / warmup_steps) * max(floor, 1 - i / steps)
+    )
+    out: list[float] = []
+    for loss in itertools.islice(losses, steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        out.append(loss.item())
+        if log_every and len(out) % log_every == 0:
+            print(f"[demo]   step {len(out)}/{steps}: {what} {np.mean(out[-log_every:]):.3f}", flush=True)
+    return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from mmadapter.data.synthetic import (
     render_image,
     shape_mask,
 )
-from mmadapter.demo.steps import PretrainResult, cpu_threads, timed
+from mmadapter.demo.steps import PretrainResult, cpu_threads, epochs, fit, timed
 from mmadapter.encoders.hf_vision import HfVisionEncoder
 
 __all__ = ["SLOTS", "VisionPretrainSettings", "patch_labels", "pretrain_vision_encoder", "slot_labels"]
@@ -250,35 +250,21 @@ def _mirrored(data: _Images, idx: Tensor, flip: Tensor) -> tuple[Tensor, Tensor,
 def _fit(
     encoder: HfVisionEncoder, heads: ShapeHeads, data: _Images, s: VisionPretrainSettings, seed: int
 ) -> list[float]:
-    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
-    params = [*encoder.parameters(), *heads.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: min(1.0, (i + 1) / s.warmup_steps) * max(0.02, 1 - i / s.steps)
-    )
+    gen = torch.Generator().manual_seed(seed)
+
+    def losses() -> Iterator[Tensor]:
+        for batch in epochs(len(data.pixels), s.batch_size, random.Random(seed)):
+            idx = torch.tensor(batch)
+            pixels, slots, targets = _mirrored(data, idx, torch.rand(len(idx), generator=gen) < 0.5)
+            slot_logits, patch_logits = heads(encoder(pixels)[0])
+            slot_loss = sum(F.cross_entropy(x, slots[:, j]) for j, x in enumerate(slot_logits))
+            patch_loss = sum(
+                F.cross_entropy(x.flatten(0, 1), targets[..., j].flatten()) for j, x in enumerate(patch_logits)
+            )
+            yield slot_loss / len(slot_logits) + patch_loss / len(patch_logits)
+
     encoder.train()
-    losses: list[float] = []
-    order: list[int] = []
-    while len(losses) < s.steps:
-        if len(order) < s.batch_size:
-            order = list(range(len(data.pixels)))
-            rng.shuffle(order)
-        idx = torch.tensor(order[: s.batch_size])
-        order = order[s.batch_size :]
-        pixels, slots, targets = _mirrored(data, idx, torch.rand(len(idx), generator=gen) < 0.5)
-        slot_logits, patch_logits = heads(encoder(pixels)[0])
-        slot_loss = sum(F.cross_entropy(x, slots[:, j]) for j, x in enumerate(slot_logits))
-        patch_loss = sum(
-            F.cross_entropy(x.flatten(0, 1), targets[..., j].flatten()) for j, x in enumerate(patch_logits)
-        )
-        loss = slot_loss / len(slot_logits) + patch_loss / len(patch_logits)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if s.log_every and len(losses) % s.log_every == 0:
-            print(f"[demo]   step {len(losses)}/{s.steps}: loss {np.mean(losses[-s.log_every :]):.3f}", flush=True)
+    params = [*encoder.parameters(), *heads.parameters()]
+    out = fit(params, losses(), s.steps, s.lr, s.warmup_steps, s.weight_decay, floor=0.02, log_every=s.log_every)
     encoder.eval()
-    return losses
+    return out
