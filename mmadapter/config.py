@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import difflib
 import json
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
 from mmadapter.adapter_config import BiasNormConfig, GatedAttentionConfig, MoLoRAConfig
+from mmadapter.recipe_errors import RecipeError, describe_error
 from mmadapter.registry import ComponentSpec, Registry
 
 __all__ = [
@@ -40,16 +39,6 @@ __all__ = [
 
 Modality = Literal["audio", "image", "graph"]
 MODALITIES: tuple[str, ...] = ("audio", "image", "graph")
-
-
-class RecipeError(ValueError):
-    """A recipe has one or more problems; ``problems`` holds ``(dotted path, message)`` pairs."""
-
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
-        self.problems = problems
-        where = f" in {source}" if source else ""
-        lines = "\n".join(f"  {path}: {msg}" for path, msg in problems)
-        super().__init__(f"{len(problems)} problem(s){where}:\n{lines}")
 
 
 class _Section(BaseModel):
@@ -187,7 +176,7 @@ class Recipe(_Section):
         try:
             recipe = cls.model_validate(data)
         except ValidationError as e:
-            problems += [_describe(cls, err) for err in e.errors()]
+            problems += [describe_error(cls, err) for err in e.errors()]
             recipe = None
         problems += _check_components(data)
         problems += _check_groups(data)
@@ -318,7 +307,7 @@ def _check_components(data: dict[str, Any]) -> list[tuple[str, str]]:
         try:
             spec.model_validate(raw)
         except ValidationError as e:
-            problems += [_describe(spec, err, prefix=key) for err in e.errors()]
+            problems += [describe_error(spec, err, prefix=key) for err in e.errors()]
     return problems
 
 
@@ -365,48 +354,3 @@ def _check_groups(data: dict[str, Any]) -> list[tuple[str, str]]:
             if group not in trainable:
                 problems.append((f"train.stages.{i}.lr.{group}", "learning rate for a group the stage does not train"))
     return problems
-
-
-def _describe(root: type[BaseModel], err: Any, prefix: str = "") -> tuple[str, str]:
-    loc = [str(p) for p in err["loc"]]
-    path = ".".join(([prefix] if prefix else []) + loc)
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        known = _fields_at(root, err["loc"][:-1])
-        close = difflib.get_close_matches(loc[-1], known, n=1)
-        msg = f"unknown key{f'; did you mean {close[0]!r}?' if close else ''} Known: {', '.join(sorted(known))}"
-    elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], (dict, list)):
-        msg = f"{msg} (got {err['input']!r})"
-    return path, msg
-
-
-def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the model found by walking ``loc`` down from ``model`` through fields, dicts and lists."""
-    tp: Any = model
-    for part in loc:
-        tp = _model_in(tp)
-        if tp is None:
-            return []
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            if part not in tp.model_fields:
-                return []
-            tp = tp.model_fields[part].annotation
-        else:
-            args = typing.get_args(tp)
-            tp = args[-1] if args else None
-    tp = _model_in(tp)
-    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
-
-
-def _model_in(tp: Any) -> Any:
-    """Unwrap Optional / Annotated / SerializeAsAny down to a model or a container type."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-            tp = models[0] if models else (args[0] if args else None)
-        else:
-            return tp

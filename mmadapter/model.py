@@ -24,8 +24,9 @@ from mmadapter.data.skips import BadSample
 from mmadapter.encoders import ENCODERS, Encoder
 from mmadapter.llm import IGNORE_INDEX, LLMS, MODALITY_IDS, encode_chat
 from mmadapter.llm.attention import choose_backend, default_device, packed_kwargs
+from mmadapter.llm.reference_decoding import greedy_without_cache
 from mmadapter.projectors import PROJECTORS, Projector
-from mmadapter.projectors.embedding_norm import EmbeddingRmsNorm
+from mmadapter.projectors.embedding_norm import token_norm
 
 __all__ = ["ModelOutput", "MultimodalLM"]
 
@@ -73,9 +74,7 @@ class MultimodalLM(nn.Module):
         self.encoders = nn.ModuleDict(dict(encoders))
         self.projectors = nn.ModuleDict(dict(projectors))
         self.adapters = LLMAdapters(llm, recipe.model)
-        self.token_norm = (
-            EmbeddingRmsNorm(llm.get_input_embeddings()) if recipe.model.token_norm == "embedding_rms" else None
-        )
+        self.token_norm = token_norm(recipe.model.token_norm, llm.get_input_embeddings())
         self.gated_attention = self.adapters.gated_attention
         self.bias_norm = self.adapters.bias_norm
         self.set_trainable(recipe.train.stages[0].trainable)
@@ -166,8 +165,7 @@ class MultimodalLM(nn.Module):
         return self.projectors[modality].output_length(self.encoders[modality].output_length(input_length))
 
     def encode_items(self, modality: str, items: ModalityItems) -> tuple[Tensor, Tensor]:
-        """Run encoder and projector (and ``model.token_norm``); returns tokens ``(n, s, d)`` and ``(n,)`` valid
-        lengths."""
+        """Encoder, projector, ``model.token_norm``: tokens ``(n, s, d)`` and ``(n,)`` valid lengths."""
         encoder = self.encoders[modality]
         inputs, lengths = items.inputs, items.lengths
         if items.raw:  # data.audio_features: gpu — the waveforms' features are computed here, on the device
@@ -338,30 +336,10 @@ class MultimodalLM(nn.Module):
                     **options,
                 )
             else:
-                out = self._greedy_without_cache(embeds, batch.attention_mask, eos, **options)
+                out = greedy_without_cache(
+                    self.llm, embeds, batch.attention_mask, eos, self.tokenizer.pad_token_id, **options
+                )
         return [s.strip() for s in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-
-    def _greedy_without_cache(
-        self, embeds: Tensor, mask: Tensor, eos: int | list[int], max_new_tokens: int, **options: Any
-    ) -> Tensor:
-        """``(b, n)`` new token ids, recomputing every position at every step (pad after an end token)."""
-        if options.get("do_sample") or options.get("num_beams", 1) > 1 or set(options) - {"do_sample", "num_beams"}:
-            raise ValueError(f"use_cache=False supports greedy decoding only, got options {options}")
-        ends = torch.tensor(eos if isinstance(eos, list) else [eos], device=embeds.device)
-        table = self.llm.get_input_embeddings()
-        done = torch.zeros(embeds.shape[0], dtype=torch.bool, device=embeds.device)
-        out = []
-        for _ in range(max_new_tokens):
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False).logits
-            token = logits[:, -1].argmax(-1).masked_fill(done, self.tokenizer.pad_token_id)
-            out.append(token)
-            done |= torch.isin(token, ends)
-            if done.all():
-                break
-            embeds = torch.cat([embeds, table(token)[:, None].to(embeds.dtype)], 1)
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
-        return torch.stack(out, 1)
 
     def merged_llm(self, expert: str = "text") -> PreTrainedModel:
         """A plain copy of the LLM for serving one modality with zero overhead: the MoLoRA ``expert`` and the

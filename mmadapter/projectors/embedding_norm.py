@@ -12,10 +12,12 @@ Shape letters: n items, s tokens, d LLM width, V vocabulary.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EmbeddingRmsNorm"]
+__all__ = ["EmbeddingRmsNorm", "token_norm"]
 
 
 class EmbeddingRmsNorm:
@@ -47,5 +49,10 @@ class EmbeddingRmsNorm:
 
     def __call__(self, tokens: Tensor) -> Tensor:
         """Rescale ``(n, s, d)`` tokens (any leading shape); a zero token stays zero."""
-        scale = self.target() * torch.rsqrt(tokens.float().pow(2).mean(-1, keepdim=True) + self.eps)
-        return (tokens.float() * scale).to(tokens.dtype)
+        x = tokens.float()
+        return (x * self.target() * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(tokens.dtype)
+
+
+def token_norm(kind: Literal["none", "embedding_rms"], embeddings: nn.Embedding) -> EmbeddingRmsNorm | None:
+    """What ``model.token_norm`` asks for over the LLM's input ``embeddings``: ``None`` for ``none``."""
+    return EmbeddingRmsNorm(embeddings) if kind == "embedding_rms" else None
