@@ -30,12 +30,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from transformers import WhisperFeatureExtractor
 
-from mmadapter.data.synthetic import LANGUAGES
+from mmadapter.data.synthetic import LANGUAGES, SLOT_S, SLOTS
 from mmadapter.demo.steps import PretrainResult, cpu_threads, fit, timed
+from mmadapter.encoders.log_mel import HOP_LENGTH, SAMPLE_RATE
 from mmadapter.encoders.whisper import WhisperEncoder, WhisperSpec, whisper
 from mmadapter.metrics import corpus_score
 
-__all__ = ["AudioPretrainSettings", "ctc_units", "pretrain_audio_encoder", "read_speech_manifests"]
+__all__ = ["AudioPretrainSettings", "ctc_units", "curriculum_slots", "pretrain_audio_encoder", "read_speech_manifests"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class AudioPretrainSettings:
     ffn: int = 640
     n_mels: int = 80
     units: Literal["word", "digit"] = "word"
-    steps: int = 300
+    steps: int = 280
     batch_size: int = 16
     lr: float = 3e-3
     warmup_steps: int = 40
@@ -61,6 +62,13 @@ class AudioPretrainSettings:
     """Weight of an auxiliary loss on which units occur in a clip (multiple-instance: each unit's highest
     frame probability, binary cross-entropy). It tells every frame early which words to listen for, which
     shortens the stretch where CTC outputs only blanks."""
+    first_slots: int | None = 2
+    """A curriculum over clip length: train first on the clips' first this many slots (the targets cut to the
+    digits spoken in them), then on one slot more in each of equal phases, the last on whole clips; ``None``
+    trains on whole clips throughout. Each digit is spoken inside its own slot, so a cut at a slot boundary
+    splits no word. Measured on the demo data (2026-12-01, 2 CPU cores): 280 steps of it took 80 s and reached
+    a held-out greedy CTC WER of 15% averaged over the languages, where 300 steps on whole clips took 115 s
+    for 12%; through the projector and the LLM, English speech ends at the same 0.2–0.8% either way."""
     balance_languages: bool = True
     """Draw each language equally often (clips of smaller languages repeated), not each clip."""
     threads: int | None = 2
@@ -127,6 +135,19 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> lis
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def curriculum_slots(step: int, steps: int, first: int) -> int:
+    """How many slots of each clip step ``step`` (0-based) of ``steps`` trains on: ``first`` in the first of
+    equal phases, one more in each next one, all :data:`~mmadapter.data.synthetic.SLOTS` in the last."""
+    return first + (SLOTS - first + 1) * step // steps
+
+
+def _prefix(clips: list[Tensor], targets: list[Tensor], slots: int) -> tuple[list[Tensor], list[Tensor]]:
+    """The first ``slots`` slots of ``(c, t)`` clip features, and the digits spoken in them. The features are cut,
+    not recomputed: Whisper's log-mel floor follows the whole clip's loudest frame."""
+    frames = round(slots * SLOT_S * SAMPLE_RATE / HOP_LENGTH)
+    return [c[:, :frames] for c in clips], [t[:slots] for t in targets]
 
 
 def _pad(features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -259,12 +280,17 @@ def _fit(
     lengths = [train[i]["features"].shape[-1] for i in pool]
 
     def losses() -> Iterator[Tensor]:
+        step = 0
         while True:
             for batch in _batches(lengths, s.batch_size, rng):
                 idx = [pool[i] for i in batch]
-                feats, out_lengths = encoder(*_pad([train[i]["features"] for i in idx]))
-                log_probs, out_lengths = head(feats, out_lengths)
+                clips = [train[i]["features"] for i in idx]
                 targets = [torch.tensor(train[i]["targets"]) for i in idx]
+                if s.first_slots is not None:
+                    clips, targets = _prefix(clips, targets, curriculum_slots(step, s.steps, s.first_slots))
+                step += 1
+                feats, out_lengths = encoder(*_pad(clips))
+                log_probs, out_lengths = head(feats, out_lengths)
                 loss = F.ctc_loss(
                     log_probs.transpose(0, 1),  # (s, n, u)
                     torch.cat(targets),

@@ -18,7 +18,8 @@ the projectors will give those:
 
 It never sees audio or images: where these texts stand, the projectors later put encoder features, and the
 alignment teaches them to say what the text said. Texts are drawn fresh for every batch from a seeded
-generator; held-out quality is exact match on the demo's test targets, per task.
+generator and packed into one row (no padding to compute on); held-out quality is exact match on the demo's test
+targets, per task.
 
 Saved with ``save_pretrained`` plus its tokenizer: ``{name: causal_lm, name_or_path: DIR}`` loads it.
 """
@@ -44,7 +45,7 @@ from mmadapter.data.synthetic_graphs import QUESTIONS as GRAPH_QUESTIONS
 from mmadapter.data.synthetic_instruct import ASR_PROMPTS, CAPTION_PROMPTS, QUESTIONS
 from mmadapter.demo.steps import PretrainResult, cpu_threads, fit, timed
 from mmadapter.llm.causal_lm import causal_lm
-from mmadapter.llm.chat import IGNORE_INDEX, encode_chat
+from mmadapter.llm.chat import encode_chat
 
 __all__ = [
     "LlmPretrainSettings",
@@ -67,7 +68,8 @@ class LlmPretrainSettings:
     layers: int = 2
     heads: int = 4
     kv_heads: int = 2
-    intermediate: int = 384
+    intermediate: int = 256
+    """384 reached the same held-out exact match from text, 10% slower."""
     steps: int = 700
     """The instruction phrasings put the slots at other distances from the answer: measured from text, captions
     asked in all the phrasings were right 34% of the time after 350 steps, 93% after 700."""
@@ -163,18 +165,23 @@ def _messages(prompt: str, answer: str | None = None) -> list[dict[str, str]]:
     return [*turns, {"role": "assistant", "content": answer}] if answer is not None else turns
 
 
-def _batch(tokenizer: PreTrainedTokenizerBase, examples: Sequence[tuple[str, str, str]]) -> dict[str, torch.Tensor]:
-    """Right-padded ids, attention mask and labels (the answers only) of ``(task, prompt, answer)`` examples."""
+def _packed_batch(tokenizer: PreTrainedTokenizerBase, examples: Sequence[tuple[str, str, str]]) -> dict[str, Any]:
+    """``(task, prompt, answer)`` examples packed into one row: ids, labels (the answers only), positions
+    restarting per example and the sequence offsets the packed attention reads (no padding to compute on;
+    the loss, a mean over answer tokens, is the same as over a right-padded batch)."""
     chats = [encode_chat(tokenizer, _messages(prompt, answer)) for _, prompt, answer in examples]
-    width = max(len(c) for c in chats)
-    ids = torch.full((len(chats), width), tokenizer.pad_token_id)
-    labels = torch.full((len(chats), width), IGNORE_INDEX)
-    mask = torch.zeros((len(chats), width), dtype=torch.long)
-    for row, chat in enumerate(chats):
-        ids[row, : len(chat)] = torch.tensor(chat.input_ids)
-        labels[row, : len(chat)] = torch.tensor(chat.labels)
-        mask[row, : len(chat)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    lengths = torch.tensor([len(c) for c in chats])
+    offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]).to(torch.int32)
+    longest = int(lengths.max())
+    return {
+        "input_ids": torch.tensor([t for c in chats for t in c.input_ids])[None],
+        "labels": torch.tensor([t for c in chats for t in c.labels])[None],
+        "position_ids": torch.cat([torch.arange(n) for n in lengths.tolist()])[None],
+        "cu_seq_lens_q": offsets,
+        "cu_seq_lens_k": offsets,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
 
 
 @torch.no_grad()
@@ -272,7 +279,7 @@ def _fit(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s: LlmPretr
                 text_example(rng, s.caption_fraction, s.instruct_fraction, s.graph_fraction)
                 for _ in range(s.batch_size)
             ]
-            yield model(**_batch(tokenizer, examples), use_cache=False).loss
+            yield model(**_packed_batch(tokenizer, examples), use_cache=False).loss
 
     model.train()
     out = fit(model.parameters(), losses(), s.steps, s.lr, s.warmup_steps, s.weight_decay)
