@@ -21,6 +21,7 @@ from mmadapter.registry import ComponentSpec, Registry
 
 __all__ = [
     "MODALITIES",
+    "AttentionBackendName",
     "BiasNormConfig",
     "DataConfig",
     "GatedAttentionConfig",
@@ -45,12 +46,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+AttentionBackendName = Literal["flash_attn", "varlen", "flex", "sdpa_varlen", "sdpa", "eager"]
+"""The attention backends ``model.llm.attn`` may name besides ``auto`` (:mod:`mmadapter.llm.attention`)."""
+
+
 class LLMSpec(ComponentSpec):
     """The frozen causal LM: ``name_or_path`` (hub id or directory) or a random model from ``config``."""
 
     name: str = "causal_lm"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    attn: Literal["auto", "flash_attn", "varlen", "flex", "sdpa_varlen", "sdpa", "eager"] = "auto"
+    attn: Literal["auto", AttentionBackendName] = "auto"
     trust_remote_code: bool = False
     chat_template: str | None = None
 

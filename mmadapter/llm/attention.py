@@ -26,12 +26,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import torch
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
 
+from mmadapter.config import AttentionBackendName as BackendName
 from mmadapter.llm.packed_attention import attention_function
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BackendName = Literal["flash_attn", "varlen", "flex", "sdpa_varlen", "sdpa", "eager"]
 ATTN_REQUESTS: tuple[str, ...] = ("auto", *get_args(BackendName))
 
 # transformers names of our registered functions. They must not contain "flash" (transformers would try to load
