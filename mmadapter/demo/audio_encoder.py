@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from transformers import WhisperFeatureExtractor
 
 from mmadapter.data.synthetic import LANGUAGES, SLOT_S, SLOTS
-from mmadapter.demo.steps import PretrainResult, cpu_threads, fit, timed
+from mmadapter.demo.steps import PretrainResult, fit, pretraining
 from mmadapter.encoders.log_mel import HOP_LENGTH, SAMPLE_RATE
 from mmadapter.encoders.whisper import WhisperEncoder, WhisperSpec, whisper
 from mmadapter.metrics import corpus_score
@@ -250,11 +250,8 @@ def pretrain_audio_encoder(
     """
     settings = settings or AudioPretrainSettings()
     out = Path(out_dir)
-    result = PretrainResult(out)
-    timings: dict[str, float] = {}
     label = "stage 1: audio encoder learns spoken digits in all languages (CTC)"
-    with timed(label, timings), cpu_threads(settings.threads):
-        torch.manual_seed(seed)
+    with pretraining(label, out, settings.threads, seed) as result:
         encoder = whisper(WhisperSpec(name="whisper", config=settings.whisper_config()))
         unit_names = ctc_units(settings.units)
         head = StackedCtcHead(encoder.embed_dim, len(unit_names) + 1, settings.ctc_stack)
@@ -266,7 +263,6 @@ def pretrain_audio_encoder(
         result.metrics = evaluate_ctc(encoder, head, test, unit_names)
         result.metrics["train_clips"] = len(train)
         _save(encoder, head, unit_names, settings, out)
-    result.seconds = timings[label]
     wers = ", ".join(f"{k[4:]} {v:.1%}" for k, v in result.metrics.items() if k.startswith("wer_"))
     print(f"[demo]   held-out CTC greedy WER: {wers}")
     return result

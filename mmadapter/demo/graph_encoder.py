@@ -33,7 +33,7 @@ from torch_geometric.data import Batch, Data
 
 from mmadapter.config import LLMSpec
 from mmadapter.data.synthetic_graphs import TOPICS, random_graph
-from mmadapter.demo.steps import PretrainResult, cpu_threads, epochs, fit, timed
+from mmadapter.demo.steps import PretrainResult, epochs, fit, pretraining
 from mmadapter.encoders.gnn import GnnEncoder, GnnSpec
 from mmadapter.llm.causal_lm import causal_lm
 
@@ -140,11 +140,8 @@ def pretrain_graph_encoder(
     """
     settings = settings or GraphPretrainSettings()
     out = Path(out_file)
-    result = PretrainResult(out)
-    timings: dict[str, float] = {}
     label = "stage 1: graph encoder learns node topics and how many communities a graph has"
-    with timed(label, timings), cpu_threads(settings.threads):
-        torch.manual_seed(seed)
+    with pretraining(label, out, settings.threads, seed) as result:
         llm, tokenizer = causal_lm(LLMSpec(name_or_path=str(llm_dir), dtype="float32"))
         width = llm.get_input_embeddings().embedding_dim
         encoder = GnnEncoder(GnnSpec(name="gnn", config={}, **settings.encoder_options(width)))
@@ -156,7 +153,6 @@ def pretrain_graph_encoder(
         result.metrics = evaluate_graphs(encoder, heads, test) | {"train_graphs": settings.graphs}
         out.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(out))
-    result.seconds = timings[label]
     m = result.metrics
     print(f"[demo]   held-out: node topics {m['node_accuracy']:.1%}, community counts {m['count_accuracy']:.1%}")
     return result

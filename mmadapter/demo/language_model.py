@@ -43,7 +43,7 @@ from mmadapter.data.synthetic import COLOURS, DIGITS, SHAPES, SLOTS, ShapeItem, 
 from mmadapter.data.synthetic_graphs import COUNT_WORDS, TOPICS
 from mmadapter.data.synthetic_graphs import QUESTIONS as GRAPH_QUESTIONS
 from mmadapter.data.synthetic_instruct import ASR_PROMPTS, CAPTION_PROMPTS, QUESTIONS
-from mmadapter.demo.steps import PretrainResult, cpu_threads, fit, timed
+from mmadapter.demo.steps import PretrainResult, fit, pretraining
 from mmadapter.llm.causal_lm import causal_lm
 from mmadapter.llm.chat import encode_chat
 
@@ -249,11 +249,8 @@ def pretrain_llm(
     """
     settings = settings or LlmPretrainSettings()
     out = Path(out_dir)
-    result = PretrainResult(out)
-    timings: dict[str, float] = {}
     label = "stage 1: LLM learns the target texts and to answer the demo prompts from text"
-    with timed(label, timings), cpu_threads(settings.threads):
-        torch.manual_seed(seed)
+    with pretraining(label, out, settings.threads, seed) as result:
         model, tokenizer = causal_lm(LLMSpec(config=settings.llm_config(), dtype="float32"))
         result.losses = _fit(model, tokenizer, settings, seed)
         test = _test_examples(test_manifests)
@@ -264,7 +261,6 @@ def pretrain_llm(
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-    result.seconds = timings[label]
     scores = ", ".join(f"{k[9:]} {v:.1%}" for k, v in result.metrics.items())
     print(f"[demo]   held-out exact match from text prompts: {scores}")
     return result

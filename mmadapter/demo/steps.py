@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PretrainResult", "cpu_threads", "epochs", "fit", "timed"]
+__all__ = ["PretrainResult", "cpu_threads", "epochs", "fit", "pretraining", "timed"]
 
 
 @dataclass
@@ -57,6 +57,18 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def pretraining(label: str, path: Path, threads: int | None, seed: int) -> Iterator[PretrainResult]:
+    """One step-1 training: yields its :class:`PretrainResult` for ``path`` to fill, run under :func:`timed`
+    (``label``) and :func:`cpu_threads` with ``torch.manual_seed(seed)``; sets its ``seconds`` when done."""
+    result = PretrainResult(path)
+    timings: dict[str, float] = {}
+    with timed(label, timings), cpu_threads(threads):
+        torch.manual_seed(seed)
+        yield result
+    result.seconds = timings[label]
 
 
 def epochs(n: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:

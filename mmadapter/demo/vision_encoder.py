@@ -41,7 +41,7 @@ from mmadapter.data.synthetic import (
     render_image,
     shape_mask,
 )
-from mmadapter.demo.steps import PretrainResult, cpu_threads, epochs, fit, timed
+from mmadapter.demo.steps import PretrainResult, epochs, fit, pretraining
 from mmadapter.encoders.hf_vision import HfVisionEncoder
 
 __all__ = ["SLOTS", "VisionPretrainSettings", "patch_labels", "pretrain_vision_encoder", "slot_labels"]
@@ -198,11 +198,8 @@ def pretrain_vision_encoder(
     """
     settings = settings or VisionPretrainSettings()
     out = Path(out_dir)
-    result = PretrainResult(out)
-    timings: dict[str, float] = {}
     label = "stage 1: vision encoder learns shapes, colours and positions"
-    with timed(label, timings), cpu_threads(settings.threads):
-        torch.manual_seed(seed)
+    with pretraining(label, out, settings.threads, seed) as result:
         config = settings.clip_config()
         model = CLIPVisionModel(config)
         processor = CLIPImageProcessor(
@@ -221,7 +218,6 @@ def pretrain_vision_encoder(
         model.save_pretrained(out)
         processor.save_pretrained(out)
         model.post_layernorm = nn.Identity()
-    result.seconds = timings[label]
     m = result.metrics
     print(
         f"[demo]   held-out: caption labels all right {m['accuracy']:.1%}, each label {m['attribute_accuracy']:.1%}, "
