@@ -14,7 +14,9 @@ FULL_SIZES = DataSizes(
     speech={lang: 1500 if lang == "en" else 500 for lang in LANGUAGES},
     # 100 held out per language leaves 400 (≤ 500) to teach the projector a new language with.
     speech_test={lang: 200 if lang == "en" else 100 for lang in LANGUAGES},
-    images=2000,
+    # 4000 to train on: on 1800, step 2's image projector drove its training loss to 0.004 and held-out
+    # captions after alignment ranged over 90–95.5% from run to run (2026-12-02).
+    images=4200,
     images_test=200,
     instruct=("speech_en", "images"),
 )

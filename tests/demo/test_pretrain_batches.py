@@ -1,16 +1,28 @@
-"""How demo step 1 batches its data: the audio encoder's clip-length curriculum and the LLM's packed rows."""
+"""How demo step 1 batches its data: the audio encoder's clip-length curriculum, the vision encoder's pixels,
+the LLM's packed rows and the held-out texts it is scored on."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import random
+from pathlib import Path
 
 import torch
+from transformers import CLIPImageProcessor, CLIPVisionModel
 
 from mmadapter.config import LLMSpec
-from mmadapter.data.synthetic import SLOT_S, SLOTS
+from mmadapter.data.synthetic import SLOT_S, SLOTS, plan_images, render_image
 from mmadapter.demo.audio_encoder import _prefix, curriculum_slots
-from mmadapter.demo.language_model import LlmPretrainSettings, _messages, _packed_batch, text_example
+from mmadapter.demo.language_model import (
+    LlmPretrainSettings,
+    _messages,
+    _packed_batch,
+    _test_examples,
+    text_example,
+)
+from mmadapter.demo.vision_encoder import VisionPretrainSettings, _tensors
+from mmadapter.encoders.hf_vision import HfVisionEncoder
 from mmadapter.llm.causal_lm import causal_lm
 from mmadapter.llm.chat import IGNORE_INDEX, encode_chat
 
@@ -62,3 +74,24 @@ def test_packed_llm_rows_give_the_loss_of_a_right_padded_batch() -> None:
         one_sequence = model(input_ids=packed["input_ids"], labels=packed["labels"], use_cache=False).loss
     torch.testing.assert_close(packed_loss, padded_loss, rtol=1e-5, atol=1e-5)
     assert abs(one_sequence.item() - padded_loss.item()) > 1e-2
+
+
+def test_vision_pixels_in_batches_equal_the_encoders_own_transform_one_image_at_a_time() -> None:
+    settings = VisionPretrainSettings(hidden=32, layers=1, heads=2, mlp=64)
+    size = settings.clip_config().image_size
+    processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    encoder = HfVisionEncoder(CLIPVisionModel(settings.clip_config()), processor, layer=-1, cls_token=True)
+    items = [(render_image(plan), list(plan.objects)) for plan in plan_images(503, seed=3)]  # 500 + a part batch
+    batched = _tensors(processor, items, settings.patch)
+    assert batched.pixels.shape == (503, 3, size, size)
+    assert torch.equal(batched.pixels, torch.stack([encoder.transform(image) for image, _ in items]))
+
+
+def test_the_llm_is_scored_on_at_most_so_many_held_out_texts_per_task_and_manifest(tmp_path: Path) -> None:
+    speech = [{"task": "asr", "response": f"{i} 1 2", "audio": f"{i}.flac"} for i in range(5)]
+    instruct = [{"task": "asr", "response": "4 4 4", "audio": "x.flac", "prompt": "Write down <audio>"}] * 3
+    for name, records in (("speech", speech), ("instruct", instruct)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    examples = _test_examples([tmp_path / "speech.jsonl", tmp_path / "instruct.jsonl"], per_task=2)
+    assert [answer for _, _, answer in examples] == ["0 1 2", "1 1 2", "4 4 4", "4 4 4"]
+    assert examples[2][1].startswith("Write down 4 4 4 ")  # the rendition stands where the audio will
