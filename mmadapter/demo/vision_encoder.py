@@ -66,7 +66,9 @@ class VisionPretrainSettings:
     """Rendered for the tower alone; with the demo's 4000 training images, 5800 in all."""
     steps: int = 500
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 3e-3
+    """Held-out images with all four slot labels right, at seeds 0 and 1 (2026-12-02): 98.0% and 95.0% at 3e-3,
+    95.0% and 91.0% at 2e-3."""
     warmup_steps: int = 30
     weight_decay: float = 0.05
     threads: int | None = 2
