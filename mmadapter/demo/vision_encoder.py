@@ -52,6 +52,8 @@ SHAPE_CLASSES = (*SHAPES, NONE)
 COLOUR_CLASSES = (*COLOURS, NONE)
 MIN_COVER = 0.15  # a patch shows an object when at least this fraction of it is covered
 
+PREPROCESS_BATCH = 500  # images per call of the image processor
+
 
 @dataclass(frozen=True)
 class VisionPretrainSettings:
@@ -160,8 +162,8 @@ def _tensors(
     return _Images(
         pixels=torch.cat(
             [
-                processor(images=images[i : i + 500], return_tensors="pt")["pixel_values"]
-                for i in range(0, len(images), 500)
+                processor(images=images[i : i + PREPROCESS_BATCH], return_tensors="pt")["pixel_values"]
+                for i in range(0, len(images), PREPROCESS_BATCH)
             ]
         ),
         slots=torch.tensor([slot_labels(objs) for _, objs in items]),

@@ -21,7 +21,7 @@ from mmadapter.demo.language_model import (
     _test_examples,
     text_example,
 )
-from mmadapter.demo.vision_encoder import VisionPretrainSettings, _tensors
+from mmadapter.demo.vision_encoder import PREPROCESS_BATCH, VisionPretrainSettings, _tensors
 from mmadapter.encoders.hf_vision import HfVisionEncoder
 from mmadapter.llm.causal_lm import causal_lm
 from mmadapter.llm.chat import IGNORE_INDEX, encode_chat
@@ -81,9 +81,10 @@ def test_vision_pixels_in_batches_equal_the_encoders_own_transform_one_image_at_
     size = settings.clip_config().image_size
     processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     encoder = HfVisionEncoder(CLIPVisionModel(settings.clip_config()), processor, layer=-1, cls_token=True)
-    items = [(render_image(plan), list(plan.objects)) for plan in plan_images(503, seed=3)]  # 500 + a part batch
+    n = PREPROCESS_BATCH + 3  # a whole batch and a part one
+    items = [(render_image(plan), list(plan.objects)) for plan in plan_images(n, seed=3)]
     batched = _tensors(processor, items, settings.patch)
-    assert batched.pixels.shape == (503, 3, size, size)
+    assert batched.pixels.shape == (n, 3, size, size)
     assert torch.equal(batched.pixels, torch.stack([encoder.transform(image) for image, _ in items]))
 
 
