@@ -17,7 +17,7 @@ entry, so the output is the same whatever the number of workers. Layout of ``out
 
     audio/<lang>/<key>.flac, images/<key>.png
     <set>_<split>.jsonl                        one manifest per set and split (sets: speech_<lang>, images)
-    shards/<set>/<split>/shard-000000.tar      written by mmadapter.data.writer.write_shards, with stats.json
+    shards/<set>/<split>/shard-000000.tar      written by ``shard`` (``mmadapter shard``'s writer), with stats.json
 
 Manifest lines use the short form (``task`` asr / caption, whose default prompts the pipeline adds), ``lang``
 and free metadata: ``voice``, ``speed``, ``pitch`` for speech; ``objects`` (left to right) for images.
@@ -62,6 +62,7 @@ __all__ = [
     "DataSizes",
     "ImagePlan",
     "ShapeItem",
+    "Sharder",
     "SyntheticData",
     "Utterance",
     "caption",
@@ -75,6 +76,7 @@ __all__ = [
     "synthesize_data",
     "synthesize_utterance",
     "word_spans",
+    "write_one_shard",
 ]
 
 SAMPLE_RATE = 16_000
@@ -294,7 +296,21 @@ def _write_manifest(path: Path, lines: Iterable[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def synthesize_data(out_dir: Path | str, sizes: DataSizes, seed: int = 0, workers: int = 2) -> SyntheticData:
+Sharder = Callable[[Path, Path], Mapping[str, Any]]
+"""Writes one manifest's samples as a single shard into a directory; returns its ``stats.json`` contents."""
+
+
+def write_one_shard(manifest: Path, shard_dir: Path) -> Mapping[str, Any]:
+    """The default :data:`Sharder`: ``mmadapter shard``'s writer in this process, every sample in one shard."""
+    from mmadapter.data.writer import write_shards  # imports torch: only when shards are written
+
+    # One process: validating these small files takes less time than starting a pool.
+    return write_shards(manifest, shard_dir, max_count=1_000_000, overwrite=True)
+
+
+def synthesize_data(
+    out_dir: Path | str, sizes: DataSizes, seed: int = 0, workers: int = 2, shard: Sharder = write_one_shard
+) -> SyntheticData:
     """Synthesise speech and images, write one manifest per set and split, and shard each manifest.
 
     The first ``speech_test[lang]`` utterances of each language and the first ``images_test`` images form the
@@ -305,12 +321,11 @@ def synthesize_data(out_dir: Path | str, sizes: DataSizes, seed: int = 0, worker
         sizes: Counts per language and of images.
         seed: Plans every utterance and image; the same seed gives byte-identical shards.
         workers: Threads that synthesise (each runs one espeak-ng process at a time).
+        shard: Turns each manifest into its shard (the demo runs the ``mmadapter shard`` command).
 
     Raises:
         EspeakMissing: speech is asked for and espeak-ng is not installed.
     """
-    from mmadapter.data.writer import write_shards  # imports torch: only when shards are written
-
     root = Path(out_dir)
     data = SyntheticData(root)
     espeak = espeak_binary() if sizes.speech else ""
@@ -352,8 +367,7 @@ def synthesize_data(out_dir: Path | str, sizes: DataSizes, seed: int = 0, worker
             manifest = root / f"{name}_{split}.jsonl"
             _write_manifest(manifest, lines)
             shard_dir = root / "shards" / name / split
-            # One process: validating these small files takes less time than starting a pool.
-            stats = write_shards(manifest, shard_dir, max_count=1_000_000, overwrite=True)
+            stats = shard(manifest, shard_dir)
             if stats["written"] != len(lines) or len(stats["shards"]) != 1:
                 raise RuntimeError(f"{manifest}: wrote {stats['written']} of {len(lines)} samples: {stats}")
             data.manifests[name][split], data.shards[name][split] = manifest, shard_dir

@@ -16,7 +16,7 @@ topics) plus Gaussian noise. Nodes link inside their community with probability 
 
 Layout of ``out_dir``::
 
-    graphs/<key>.graph.npz, graphs_<split>.jsonl, shards/graphs/<split>/shard-000000.tar (+ stats.json)
+    graphs/<key>.graph.npz, graphs_<split>.jsonl, shards/graphs/<split>/shard-000000.tar (+ stats.json, by ``shard``)
 
 Everything is drawn from one seed, so the same seed gives byte-identical files and shards.
 """
@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from mmadapter.data.synthetic import Sharder, write_one_shard
 
 __all__ = [
     "COUNT_WORDS",
@@ -147,6 +149,7 @@ def synthesize_graphs(
     questions: Sequence[Question] = ("topic", "count"),
     features: Features = "both",
     nodes: tuple[int, int] = (9, 15),
+    shard: Sharder = write_one_shard,
 ) -> SyntheticGraphs:
     """Write ``train + test`` small community graphs with one question each, their manifests and shards.
 
@@ -158,12 +161,11 @@ def synthesize_graphs(
         questions: The question kinds, drawn uniformly per sample.
         features: Node arrays to store: ``node_text``, ``x`` (T = 5 features) or both.
         nodes: Smallest and largest node count of a graph (two or three communities of at least 3 nodes).
+        shard: Turns each manifest into its shard (the demo runs the ``mmadapter shard`` command).
 
     Returns:
         The manifests and shard directories by split (``train``, ``test``).
     """
-    from mmadapter.data.writer import write_shards  # imports torch: only when shards are written
-
     if train < 1 or test < 1 or not set(questions) <= set(QUESTIONS) or not questions or nodes[0] < 9:
         raise ValueError(f"need train, test ≥ 1, questions from {list(QUESTIONS)}, nodes ≥ 9; got {train}, {test}")
     root = Path(out_dir)
@@ -196,7 +198,7 @@ def synthesize_graphs(
         tmp.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
         tmp.replace(manifest)
         shard_dir = root / "shards" / "graphs" / split
-        stats = write_shards(manifest, shard_dir, max_count=1_000_000, overwrite=True)
+        stats = shard(manifest, shard_dir)
         if stats["written"] != count:
             raise RuntimeError(f"{manifest}: wrote {stats['written']} of {count} samples: {stats}")
         data.manifests[split], data.shards[split] = manifest, shard_dir

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from mmadapter.data.synthetic import LANGUAGES, DataSizes, SyntheticData, synthesize_data
 from mmadapter.data.synthetic_graphs import synthesize_graphs
-from mmadapter.demo.steps import timed
+from mmadapter.data.writer import STATS_FILE
+from mmadapter.demo.steps import mmadapter_command, timed
 
-__all__ = ["FULL_GRAPHS", "FULL_SIZES", "QUICK_GRAPHS", "QUICK_SIZES", "make_demo_data"]
+__all__ = ["FULL_GRAPHS", "FULL_SIZES", "QUICK_GRAPHS", "QUICK_SIZES", "make_demo_data", "shard_command"]
 
 FULL_SIZES = DataSizes(
     speech={lang: 1500 if lang == "en" else 500 for lang in LANGUAGES},
@@ -33,6 +37,12 @@ FULL_GRAPHS = (1000, 200)
 QUICK_GRAPHS = (120, 40)
 
 
+def shard_command(manifest: Path, shard_dir: Path) -> Mapping[str, Any]:
+    """``mmadapter shard MANIFEST SHARD_DIR``, every sample in one shard; the ``stats.json`` it wrote."""
+    mmadapter_command("shard", manifest, shard_dir, "--max-count", 1_000_000, "--overwrite")
+    return json.loads((shard_dir / STATS_FILE).read_text())
+
+
 def make_demo_data(out_dir: Path | str, quick: bool = False, seed: int = 0, workers: int = 2) -> SyntheticData:
     """Synthesise the demo's speech, images and graphs into ``out_dir`` (manifests and shards; see
     :mod:`mmadapter.data.synthetic` and :mod:`mmadapter.data.synthetic_graphs`; the graphs are set ``graphs``),
@@ -43,8 +53,10 @@ def make_demo_data(out_dir: Path | str, quick: bool = False, seed: int = 0, work
     """
     sizes, graphs = (QUICK_SIZES, QUICK_GRAPHS) if quick else (FULL_SIZES, FULL_GRAPHS)
     with timed("data: synthesise speech (espeak-ng), images and graphs, write shards"):
-        data = synthesize_data(out_dir, sizes, seed=seed, workers=workers)
-        made = synthesize_graphs(out_dir, train=graphs[0], test=graphs[1], seed=seed, features="text")
+        data = synthesize_data(out_dir, sizes, seed=seed, workers=workers, shard=shard_command)
+        made = synthesize_graphs(
+            out_dir, train=graphs[0], test=graphs[1], seed=seed, features="text", shard=shard_command
+        )
         data.manifests["graphs"], data.shards["graphs"] = made.manifests, made.shards
     minutes = sum(data.seconds.values()) / 60
     print(

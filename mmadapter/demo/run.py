@@ -8,7 +8,8 @@
 3. step 2: ``mmadapter train recipes/demo/speech_vision_graph.yaml``, every pretrained component frozen, on
    English speech, the images and the graphs: projector alignment, then instruction tuning with MoLoRA
    experts and zero-init gated prompts;
-4. ``mmadapter infer`` on held-out audio files and images, and ``mmadapter eval`` on the held-out shards;
+4. ``mmadapter infer`` on held-out audio files (English and the new language), images and a graph, and
+   ``mmadapter eval`` on the held-out shards;
 5. the new-language step: ``mmadapter train recipes/language/new_language_projector.yaml`` fine-tunes only
    the audio projector on a few hundred utterances of another language mixed with English, and both
    artefacts are evaluated on both languages;
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from mmadapter.demo.steps import mmadapter_command as _mmadapter
 from mmadapter.demo.steps import timed
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ __all__ = ["QUICK", "STANDARD", "DemoSettings", "add_arguments", "relocate", "ru
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 RECIPE_ROOT = "runs/demo"  # how the demo recipes name the demo's output directory
 NEW_LANGUAGE = "de"
+INFER_FILES = 3  # held-out files per kind (English audio, new-language audio, images) for mmadapter infer
 
 
 @dataclass(frozen=True)
@@ -77,17 +80,6 @@ def relocate(recipe: Path, out: Path) -> list[str]:
     return overrides
 
 
-def _mmadapter(*argv: str | Path) -> None:
-    """Run one ``mmadapter`` command in this process, printing it first; raise if it fails."""
-    from mmadapter.cli import main
-
-    args = [str(a) for a in argv]
-    print("$ mmadapter " + " ".join(args), flush=True)
-    code = main(args)
-    if code != 0:
-        raise RuntimeError(f"mmadapter {args[0]} failed (exit code {code})")
-
-
 def _fresh(path: Path) -> Path:
     if path.exists():
         shutil.rmtree(path)
@@ -118,6 +110,33 @@ def _held_out(data: SyntheticData, new_language: str) -> list[HeldOut]:
             "images_instruct", "images, asked otherwise", "-", "accuracy", data.shard_pattern("images_instruct", "test")
         ),
         HeldOut("graphs", "graphs", "-", "accuracy", data.shard_pattern("graphs", "test")),
+    ]
+
+
+def _infer_inputs(data: SyntheticData, new_language: str, folder: Path, k: int = INFER_FILES) -> tuple[Path, dict]:
+    """The first ``k`` held-out audio files of English and of ``new_language`` and ``k`` held-out images, copied
+    into ``folder`` for ``mmadapter infer --input FOLDER``; returns the folder and each file's reference by key
+    (the file stem, as ``mmadapter infer`` names folder items)."""
+    folder.mkdir(parents=True)
+    references = {}
+    for name in ("speech_en", f"speech_{new_language}", "images"):
+        for line in data.manifests[name]["test"].read_text(encoding="utf-8").splitlines()[:k]:
+            record = json.loads(line)
+            source = data.root / record.get("audio", record.get("image", ""))
+            shutil.copyfile(source, folder / source.name)
+            references[source.stem] = record["response"]
+    return folder, references
+
+
+def _inferred(references: Mapping[str, str], outputs: Mapping[str, Path]) -> list[dict[str, str]]:
+    """Per inferred file: its key, reference and each artefact's answer (``mmadapter infer``'s JSONL)."""
+    answers: dict[str, dict[str, str]] = {}
+    for artefact, path in outputs.items():
+        lines = [json.loads(text) for text in path.read_text(encoding="utf-8").splitlines()]
+        answers[artefact] = {r["key"]: r["output"] if "output" in r else f"error: {r.get('error')}" for r in lines}
+    return [
+        {"key": key, "reference": ref} | {a: answers[a].get(key, "") for a in answers}
+        for key, ref in references.items()
     ]
 
 
@@ -161,10 +180,11 @@ def run_demo(out: Path | str, quick: bool = False, seed: int = 0, new_language: 
     reports: dict[str, dict[str, dict[str, Any]]] = {"english": {}, "new_language": {}}
     report_dir = out / "eval"
     with timed("step 3: mmadapter infer and eval on held-out audio files, images and graphs", timings):
-        audio = sorted((data.root / "audio" / "en").glob("*.flac"))[0]
-        image = sorted((data.root / "images").glob("*.png"))[0]
-        _mmadapter("infer", "--checkpoint", english, "--audio", audio)
-        _mmadapter("infer", "--checkpoint", english, "--image", image)
+        files, references = _infer_inputs(data, new_language, _fresh(out / "infer" / "inputs"))
+        _mmadapter("infer", "--checkpoint", english, "--input", files, "--output", out / "infer" / "english.jsonl")
+        graph = json.loads(data.manifests["graphs"]["test"].read_text(encoding="utf-8").splitlines()[0])
+        question = graph["prompt"].replace("<graph>", "").strip()
+        _mmadapter("infer", "--checkpoint", english, "--graph", data.root / graph["graph"], "--prompt", question)
         for held in sets:
             if held.name != new_language:
                 reports["english"][held.name] = _evaluate(english, held, report_dir / "english")
@@ -175,6 +195,7 @@ def run_demo(out: Path | str, quick: bool = False, seed: int = 0, new_language: 
         _train(language_recipe, second, out, settings.new_language)
         for lang in ("en", new_language):
             reports["new_language"][lang] = _evaluate(second, by_name[lang], report_dir / "new_language")
+        _mmadapter("infer", "--checkpoint", second, "--input", files, "--output", out / "infer" / "new_language.jsonl")
 
     rows = [
         EvalRow(
@@ -218,6 +239,7 @@ def run_demo(out: Path | str, quick: bool = False, seed: int = 0, new_language: 
         "reports": {a: {k: v["overall"] for k, v in r.items()} for a, r in reports.items()},
         "by_task": by_task,
         "examples": shown,
+        "infer": _inferred(references, {a: out / "infer" / f"{a}.jsonl" for a in reports}),
         "plots": [str(p) for p in plots],
         "artefacts": {"english": str(english), "new_language": str(second)},
     }
@@ -233,6 +255,9 @@ def _print_report(result: Mapping[str, Any], table: str) -> None:
         print(f"\nexamples ({name}):")
         for row in rows:
             print(f"  {row.get('key')}: reference {row.get('reference')!r} → output {row.get('output')!r}")
+    print("\nmmadapter infer on held-out files (reference → English artefact → new-language artefact):")
+    for row in result["infer"]:
+        print(f"  {row['key']}: {row['reference']!r} → {row.get('english')!r} → {row.get('new_language')!r}")
     print("\ntime per step:")
     for label, seconds in result["seconds"].items():
         print(f"  {seconds:7.1f} s  {label}")

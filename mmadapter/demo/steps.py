@@ -1,4 +1,5 @@
-"""What each demo step returns, how it reports the time it took, and the training loop step 1 shares."""
+"""What each demo step returns, how it reports the time it took, how it runs ``mmadapter`` commands, and the
+training loop step 1 shares."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PretrainResult", "cpu_threads", "epochs", "fit", "pretraining", "timed"]
+__all__ = ["PretrainResult", "cpu_threads", "epochs", "fit", "mmadapter_command", "pretraining", "timed"]
 
 
 @dataclass
@@ -33,6 +34,18 @@ class PretrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def mmadapter_command(*argv: str | Path) -> None:
+    """Run one ``mmadapter`` command in this process, printing it first (so that it can be rerun by hand);
+    raise if it fails."""
+    from mmadapter.cli import main
+
+    args = [str(a) for a in argv]
+    print("$ mmadapter " + " ".join(args), flush=True)
+    code = main(args)
+    if code != 0:
+        raise RuntimeError(f"mmadapter {args[0]} failed (exit code {code})")
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import ROOT
 from PIL import Image
@@ -55,6 +56,12 @@ def test_quick_demo_writes_both_artefacts_the_report_and_plots(demo: tuple[Path,
     assert [r["task"] for r in report["table"]] == ["speech", "speech", "images", "images, asked otherwise", "graphs"]
     assert {"graphs: graph_topic", "graphs: graph_count", "images: caption"} <= set(report["by_task"])
     assert all(report["examples"].values())
+    # mmadapter infer on held-out files: English and German audio and images, through both artefacts
+    inferred = report["infer"]
+    assert {r["key"].split("-")[0] for r in inferred} == {"en", "de", "img"} and len(inferred) == 9
+    for row in inferred:
+        assert isinstance(row["english"], str) and isinstance(row["new_language"], str)
+        assert not row["english"].startswith("error:") and not row["new_language"].startswith("error:"), row
     assert {"data", "step 1: the components learn (no pretrained weights offline)"} <= set(report["seconds"])
     for plot in report["plots"]:
         with Image.open(plot) as image:
@@ -76,19 +83,48 @@ def _trainable(recipe_path: Path, overrides: list[str], stage: int) -> list[str]
     return model.set_trainable(recipe.train.stages[stage].trainable)
 
 
+def _names(model, prefixes: tuple[str, ...]) -> set[str]:
+    return {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
+
+
 @pytest.mark.slow
-def test_stage2_and_new_language_keep_encoders_and_llm_frozen(demo: tuple[Path, dict]) -> None:
+def test_stage2_and_new_language_train_exactly_the_projectors_and_adapters(demo: tuple[Path, dict]) -> None:
+    from mmadapter.summary import build_on_meta
+
     out, _ = demo
     multimodal = [*relocate(MULTIMODAL, out), *QUICK.multimodal]  # what the quick demo trained
+    model = build_on_meta(load_recipe(MULTIMODAL, multimodal))
+    projectors = {m: _names(model, (f"projectors.{m}.",)) for m in ("audio", "image", "graph")}
+    lora = {n for n, _ in model.named_parameters() if ".lora_A." in n or ".lora_B." in n}
+    gates = _names(model, ("gated_attention.",))
+    assert all(projectors.values()) and lora and gates
+    assert all(n.startswith("llm.") for n in lora)  # the experts sit inside the frozen LLM's layers
     align, instruct = _trainable(MULTIMODAL, multimodal, 0), _trainable(MULTIMODAL, multimodal, 1)
     language = _trainable(NEW_LANGUAGE, [*relocate(NEW_LANGUAGE, out), *QUICK.new_language], 0)
-    assert align and all(n.startswith("projectors.") for n in align)
-    assert any(".lora_A." in n for n in instruct) and any(n.startswith("gated_attention.") for n in instruct)
-    assert language and all(n.startswith("projectors.audio.") for n in language)
-    for names in (align, instruct, language):
-        assert not [n for n in names if n.startswith("encoders.")]
-        llm_weights = [n for n in names if n.startswith("llm.") and ".lora_A." not in n and ".lora_B." not in n]
-        assert not llm_weights, llm_weights[:5]  # only the LoRA experts inside the frozen LLM train
+    every_projector = set().union(*projectors.values())
+    assert set(align) == every_projector
+    assert set(instruct) == every_projector | lora | gates
+    assert set(language) == projectors["audio"]
+
+
+@pytest.mark.slow
+def test_the_artefacts_leave_encoders_and_llm_as_pretrained(demo: tuple[Path, dict]) -> None:
+    """The weights themselves: the English artefact's encoders and LLM are the step-1 checkpoints; the
+    new-language artefact differs from the English one in the audio projector only."""
+    from mmadapter.artefact import load_artefact
+    from mmadapter.model import MultimodalLM
+
+    out, _ = demo
+    english, second = load_artefact(out / "speech_vision_graph"), load_artefact(out / "new_language")
+    pretrained = MultimodalLM.from_recipe(load_recipe(out / "speech_vision_graph" / "recipe.yaml")).state_dict()
+    a, b = english.state_dict(), second.state_dict()
+    assert a.keys() == b.keys() == pretrained.keys()
+    base = [k for k in a if k.startswith(("encoders.", "llm.")) and ".lora_" not in k]
+    assert any(k.startswith("encoders.audio.") for k in base) and any(k.startswith("llm.") for k in base)
+    changed = [k for k in base if not torch.equal(a[k], pretrained[k])]
+    assert not changed, changed[:5]
+    differ = {k for k in a if not torch.equal(a[k], b[k])}
+    assert differ and all(k.startswith("projectors.audio.") for k in differ), sorted(differ)[:5]
 
 
 def test_the_demo_recipes_share_one_model_and_the_pretrained_graph_encoder_shape() -> None:
