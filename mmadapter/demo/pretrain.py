@@ -26,21 +26,18 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from mmadapter.data.synthetic import LANGUAGES, SyntheticData
-from mmadapter.demo.audio_encoder import AudioPretrainSettings, pretrain_audio_encoder
+from mmadapter.demo.audio_encoder import pretrain_audio_encoder
 from mmadapter.demo.data import make_demo_data
-from mmadapter.demo.graph_encoder import GraphPretrainSettings, pretrain_graph_encoder
-from mmadapter.demo.language_model import LlmPretrainSettings, pretrain_llm
+from mmadapter.demo.graph_encoder import pretrain_graph_encoder
+from mmadapter.demo.language_model import pretrain_llm
+from mmadapter.demo.settings import DEMO_RECIPE, PretrainSettings, load_demo_settings
 from mmadapter.demo.steps import PretrainResult
-from mmadapter.demo.vision_encoder import VisionPretrainSettings, pretrain_vision_encoder
+from mmadapter.demo.vision_encoder import pretrain_vision_encoder
 
 __all__ = [
-    "FULL",
-    "QUICK",
-    "PretrainSettings",
     "main",
     "pretrain_all",
     "pretrain_audio_encoder",
@@ -50,37 +47,19 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class PretrainSettings:
-    """The settings of the four step-1 trainings."""
-
-    audio: AudioPretrainSettings
-    vision: VisionPretrainSettings
-    llm: LlmPretrainSettings
-    graph: GraphPretrainSettings
-
-
-FULL = PretrainSettings(
-    AudioPretrainSettings(), VisionPretrainSettings(), LlmPretrainSettings(), GraphPretrainSettings()
-)
-QUICK = PretrainSettings(
-    AudioPretrainSettings(d_model=96, layers=2, ffn=384, steps=60),
-    VisionPretrainSettings(hidden=64, layers=2, mlp=256, extra_images=200, steps=40),
-    LlmPretrainSettings(hidden=64, layers=2, intermediate=192, steps=60, batch_size=16),
-    GraphPretrainSettings(graphs=200, test_graphs=50, steps=30),
-)
-
-
 def pretrain_all(
-    data: SyntheticData, out_dir: Path | str, quick: bool = False, seed: int = 0
+    data: SyntheticData, out_dir: Path | str, settings: PretrainSettings | None = None, seed: int = 0
 ) -> dict[str, PretrainResult]:
     """Run the four step-1 trainings on ``data`` into ``out_dir/{audio_encoder,vision_encoder,llm}`` and
     ``out_dir/graph_encoder.safetensors`` (the graph encoder reads node texts through the LLM: it comes last).
 
+    Args:
+        settings: The four trainings' settings (``recipes/demo/demo.yaml``'s ``step1``); default: the defaults.
+
     Returns:
         Results by component (``audio_encoder``, ``vision_encoder``, ``llm``, ``graph_encoder``).
     """
-    settings = QUICK if quick else FULL
+    settings = settings or PretrainSettings()
     out = Path(out_dir)
     speech = [f"speech_{lang}" for lang in LANGUAGES if f"speech_{lang}" in data.manifests]
     print("[demo] step 1: the tiny components learn what pretrained ones would already know")
@@ -134,14 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmadapter.demo.pretrain", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default runs/demo)")
     parser.add_argument("--quick", action="store_true", help="small data and models: a smoke test in about a minute")
+    parser.add_argument("--recipe", type=Path, default=DEMO_RECIPE, help="the demo's settings (recipes/demo/demo.yaml)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        data = make_demo_data(args.out / "data", quick=args.quick, seed=args.seed)
-    except FileNotFoundError as e:
+        settings = load_demo_settings(args.recipe, quick=args.quick)
+        data = make_demo_data(args.out / "data", settings, seed=args.seed)
+    except (FileNotFoundError, ValueError) as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
-    results = pretrain_all(data, args.out / "pretrained", quick=args.quick, seed=args.seed)
+    results = pretrain_all(data, args.out / "pretrained", settings.step1, seed=args.seed)
     report = summary(results)
     (args.out / "pretrained" / "step1.json").write_text(json.dumps(report, indent=2) + "\n")
     total = sum(r.seconds for r in results.values())

@@ -15,8 +15,10 @@
    artefacts are evaluated on both languages;
 6. the report: a table, example predictions and PNG plots (``report.json``, ``plots/``).
 
-Steps 3–5 run the ``mmadapter`` commands themselves (in this process; each is printed so that it can be
-rerun by hand). The recipes name ``runs/demo/...`` paths, which the demo rewrites to ``--out``.
+How much data, step 1's settings and the ``--quick`` variant come from ``recipes/demo/demo.yaml``
+(:mod:`mmadapter.demo.settings`). Every step but step 1 runs ``mmadapter`` commands (``shard``, ``train``,
+``infer``, ``eval``) in this process, each printed so that it can be rerun by hand. The recipes name
+``runs/demo/...`` paths, which the demo rewrites to ``--out``.
 """
 
 from __future__ import annotations
@@ -32,34 +34,19 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from mmadapter.demo.settings import DEMO_RECIPE, load_demo_settings
 from mmadapter.demo.steps import mmadapter_command as _mmadapter
 from mmadapter.demo.steps import timed
 
 if TYPE_CHECKING:
     from mmadapter.data.synthetic import SyntheticData
 
-__all__ = ["QUICK", "STANDARD", "DemoSettings", "add_arguments", "relocate", "run", "run_demo"]
+__all__ = ["add_arguments", "relocate", "run", "run_demo"]
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 RECIPE_ROOT = "runs/demo"  # how the demo recipes name the demo's output directory
 NEW_LANGUAGE = "de"
 INFER_FILES = 3  # held-out files per kind (English audio, new-language audio, images) for mmadapter infer
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """What differs between the full and the quick demo (beyond data sizes and step 1's settings)."""
-
-    multimodal: tuple[str, ...] = ()  # recipe overrides of step 2
-    new_language: tuple[str, ...] = ()  # recipe overrides of the new-language step
-
-
-STANDARD = DemoSettings()
-_QUICK_LLM = ("model.encoders.graph.in_dim=64",)  # the quick step-1 LLM is 64 wide: so are its node-text features
-QUICK = DemoSettings(
-    multimodal=("train.max_steps=12", "train.stages.1.max_steps=8", "train.log_every=2", *_QUICK_LLM),
-    new_language=("train.max_steps=8", "train.log_every=2", *_QUICK_LLM),
-)
 
 
 def relocate(recipe: Path, out: Path) -> list[str]:
@@ -147,8 +134,19 @@ def _evaluate(artefact: Path, held: HeldOut, report_dir: Path) -> dict[str, Any]
     return json.loads(report.read_text())
 
 
-def run_demo(out: Path | str, quick: bool = False, seed: int = 0, new_language: str = NEW_LANGUAGE) -> dict[str, Any]:
-    """Run every step of the demo into ``out``; return (and write) ``out/report.json``."""
+def run_demo(
+    out: Path | str,
+    quick: bool = False,
+    seed: int = 0,
+    new_language: str = NEW_LANGUAGE,
+    recipe: Path | str = DEMO_RECIPE,
+) -> dict[str, Any]:
+    """Run every step of the demo into ``out`` with the settings of ``recipe`` (its ``quick`` ones when
+    ``quick``); return (and write) ``out/report.json``.
+
+    Raises:
+        ValueError: ``recipe`` has a key that is not a setting (named in the message).
+    """
     from mmadapter.demo.data import make_demo_data
     from mmadapter.demo.pretrain import pretrain_all, summary
     from mmadapter.demo.report import (
@@ -163,13 +161,13 @@ def run_demo(out: Path | str, quick: bool = False, seed: int = 0, new_language: 
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    settings = QUICK if quick else STANDARD
+    settings = load_demo_settings(recipe, quick=quick)
     timings: dict[str, float] = {}
 
     with timed("data", timings):
-        data = make_demo_data(out / "data", quick=quick, seed=seed)
+        data = make_demo_data(out / "data", settings, seed=seed)
     with timed("step 1: the components learn (no pretrained weights offline)", timings):
-        pretrained = pretrain_all(data, out / "pretrained", quick=quick, seed=seed)
+        pretrained = pretrain_all(data, out / "pretrained", settings.step1, seed=seed)
 
     english, second = out / "speech_vision_graph", out / "new_language"
     with timed("step 2: mmadapter train, encoders and LLM frozen (align, instruct)", timings):
@@ -271,6 +269,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``mmadapter demo``; pair with :func:`run`."""
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default runs/demo)")
     parser.add_argument("--quick", action="store_true", help="every step on small settings (a smoke test)")
+    parser.add_argument(
+        "--recipe", type=Path, default=DEMO_RECIPE, help="the demo's own settings (default recipes/demo/demo.yaml)"
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -279,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
     from mmadapter.data.synthetic import EspeakMissing
 
     try:
-        run_demo(args.out, quick=args.quick, seed=args.seed)
+        run_demo(args.out, quick=args.quick, seed=args.seed, recipe=args.recipe)
     except EspeakMissing as e:
         print(f"mmadapter demo: {e}", file=sys.stderr)
         return 2

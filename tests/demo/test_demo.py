@@ -14,7 +14,10 @@ from PIL import Image
 
 from mmadapter.cli import main
 from mmadapter.config import load_recipe
-from mmadapter.demo.run import QUICK, RECIPE_ROOT, relocate
+from mmadapter.demo.run import RECIPE_ROOT, relocate
+from mmadapter.demo.settings import load_demo_settings
+
+QUICK = load_demo_settings(quick=True)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None,
