@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mmadapter.data.skips import BadSample
 from mmadapter.inference_inputs import Request, file_request, open_requests
 
 if TYPE_CHECKING:
@@ -170,6 +171,8 @@ class InferenceRunner:
                 continue
             try:
                 ready.append((i, self._prepare(request)))
+            except BadSample as e:  # found by an encoder's transform, which knows neither the key nor the file
+                out[i] = self._failed(request, str(e.with_key(request.key, request.source)))
             except Exception as e:  # any failure of one item's tokenization or transform stays with it
                 out[i] = self._failed(request, _describe(e))
         training = self.model.training

@@ -79,6 +79,8 @@ class Request:
         lang: The sample's ``lang``, when known.
         task: The sample's ``task``, when known.
         error: Why the item cannot be answered; when set, only ``key``, ``lang`` and ``task`` may be filled.
+        source: Where the items came from, for errors found only once the model transforms them (a graph of
+            the wrong feature width): the media files, ``MANIFEST:LINE`` or the shard.
     """
 
     key: str | None
@@ -88,6 +90,7 @@ class Request:
     lang: str | None = None
     task: str | None = None
     error: str | None = None
+    source: str | None = None
 
     @classmethod
     def failed(
@@ -166,7 +169,8 @@ def file_request(key: str, media: Mapping[str, Sequence[Path | str]], prompt: st
         messages = [{"role": "user", "content": build_prompt(prompt, counts)}]
         check_placeholders(messages, counts, key)
         data = {m: [(str(p), _read(Path(p), m, key)) for p in paths] for m, paths in media.items()}
-        return Request(key, messages, _decode(data))
+        files = ", ".join(name for pairs in data.values() for name, _ in pairs)
+        return Request(key, messages, _decode(data), source=files or None)
     except BadSample as e:
         return Request.failed(key, e.with_key(key))
     except ValueError as e:
@@ -254,7 +258,7 @@ def _manifest_requests(path: Path, prompt: str | None) -> Iterator[Request]:
         except BadSample as e:
             yield Request.failed(key or e.key, e.with_key(key, source), lang, task)
             continue
-        yield Request(key, messages, items, reference, lang, task)
+        yield Request(key, messages, items, reference, lang, task, source=source)
 
 
 def shard_requests(spec: str | Sequence[str]) -> Iterator[Request]:
@@ -314,7 +318,7 @@ def _shard_request(raw: Mapping[str, Any]) -> Request:
     meta = decoded["meta"]
     items = {m: list(decoded[m]) for m in MODALITIES if decoded[m]}  # type: ignore[literal-required]
     lang, task = (value if isinstance(value, str) else None for value in (meta.get("lang"), meta.get("task")))
-    return Request(key, messages, items, reference, lang, task)
+    return Request(key, messages, items, reference, lang, task, source=decoded["url"])
 
 
 def open_requests(inputs: str | Path | Sequence[str | Path], prompt: str | None = None) -> Iterator[Request]:

@@ -16,12 +16,17 @@ import numpy as np
 
 from mmadapter.data.skips import BadSample, SkipReason
 
-__all__ = ["GRAPH_ARRAYS", "GRAPH_EXTENSION", "MAX_GRAPH_BYTES", "decode_graph"]
+__all__ = ["GRAPH_ARRAYS", "GRAPH_EXTENSION", "MAX_GRAPH_BYTES", "MAX_GRAPH_EDGES", "MAX_GRAPH_NODES", "decode_graph"]
 
 GRAPH_EXTENSION = "graph.npz"
 GRAPH_ARRAYS: tuple[str, ...] = ("edge_index", "x", "node_text", "edge_attr", "y", "target")
 # Uncompressed size of all arrays together, checked from the zip directory before anything is inflated.
 MAX_GRAPH_BYTES = 1 << 30
+# Per sample. Molecules and ego subgraphs are far below; even all of ogbn-arxiv (169,343 nodes, 1,166,243
+# edges) fits. Above them a GNN layer's (E, hidden) messages alone pass 5 GB at width 256, so bigger graphs
+# belong split into subgraphs (data/make_ego_subgraphs.py), not in one sample.
+MAX_GRAPH_NODES = 500_000
+MAX_GRAPH_EDGES = 5_000_000
 
 
 def _bad(name: str, detail: str, reason: SkipReason = "bad_graph") -> BadSample:
@@ -43,7 +48,7 @@ def _load(data: bytes, name: str, max_bytes: int) -> dict[str, np.ndarray]:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             size = sum(info.file_size for info in archive.infolist())
         if size > max_bytes:
-            raise _bad(name, f"its arrays take {size} bytes uncompressed, more than {max_bytes}")
+            raise _bad(name, f"its arrays take {size} bytes uncompressed, more than {max_bytes}", "too_large_graph")
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {field: npz[field] for field in npz.files}
     except BadSample:
@@ -54,13 +59,21 @@ def _load(data: bytes, name: str, max_bytes: int) -> dict[str, np.ndarray]:
         raise _bad(name, f"not a readable .npz archive: {type(e).__name__}: {e}") from e
 
 
-def decode_graph(data: bytes, name: str, max_bytes: int = MAX_GRAPH_BYTES) -> dict[str, np.ndarray]:
+def decode_graph(
+    data: bytes,
+    name: str,
+    max_bytes: int = MAX_GRAPH_BYTES,
+    max_nodes: int | None = MAX_GRAPH_NODES,
+    max_edges: int | None = MAX_GRAPH_EDGES,
+) -> dict[str, np.ndarray]:
     """Load and validate one graph.
 
     Args:
         data: The ``.graph.npz`` file, exactly as stored (``np.savez`` or ``np.savez_compressed``).
         name: The file or member name, for errors.
         max_bytes: The largest total uncompressed size of its arrays.
+        max_nodes: The largest node count N; ``None``: no limit.
+        max_edges: The largest edge count E; ``None``: no limit.
 
     Returns:
         ``edge_index`` int64 (2, E) and whichever of ``x`` float32 (N, F), ``node_text`` str (N,),
@@ -68,8 +81,9 @@ def decode_graph(data: bytes, name: str, max_bytes: int = MAX_GRAPH_BYTES) -> di
 
     Raises:
         BadSample: ``graph_no_nodes`` for a graph of N = 0 nodes, ``graph_edge_out_of_range`` for edge indices
-            outside [0, N), and ``bad_graph`` naming anything else that is wrong: unreadable or pickled arrays,
-            unknown or missing arrays, wrong dtypes or shapes.
+            outside [0, N), ``too_large_graph`` above any of the three limits (the bytes checked before
+            inflating, the counts before the edge indices are scanned), and ``bad_graph`` naming anything else
+            that is wrong: unreadable or pickled arrays, unknown or missing arrays, wrong dtypes or shapes.
     """
     arrays = _load(data, name, max_bytes)
     unknown = sorted(set(arrays) - set(GRAPH_ARRAYS))
@@ -97,10 +111,14 @@ def decode_graph(data: bytes, name: str, max_bytes: int = MAX_GRAPH_BYTES) -> di
     (n,) = nodes
     if n == 0:
         raise _bad(name, "no nodes (N = 0)", "graph_no_nodes")
+    if max_nodes is not None and n > max_nodes:
+        raise _bad(name, f"{n} nodes, more than {max_nodes}", "too_large_graph")
 
     edge_index = arrays["edge_index"]
     if edge_index.dtype.kind not in "iu" or edge_index.ndim != 2 or edge_index.shape[0] != 2:
         raise _bad(name, f"edge_index must be (2, E) integers, got {edge_index.dtype} {edge_index.shape}")
+    if max_edges is not None and edge_index.shape[1] > max_edges:
+        raise _bad(name, f"{edge_index.shape[1]} edges, more than {max_edges}", "too_large_graph")
     if edge_index.size and (edge_index.min() < 0 or edge_index.max() >= n):
         span = f"[{edge_index.min()}, {edge_index.max()}]"
         raise _bad(name, f"edge_index values span {span}, outside [0, {n})", "graph_edge_out_of_range")

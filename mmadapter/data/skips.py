@@ -37,6 +37,7 @@ SkipReason = Literal[
     "bad_graph",
     "graph_no_nodes",
     "graph_edge_out_of_range",
+    "too_large_graph",
     "bad_json",
     "placeholder_mismatch",
     "too_long",

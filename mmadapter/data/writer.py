@@ -34,7 +34,7 @@ import torch
 import webdataset as wds
 
 from mmadapter.data.audio import decode_audio
-from mmadapter.data.graph import decode_graph
+from mmadapter.data.graph import MAX_GRAPH_EDGES, MAX_GRAPH_NODES, decode_graph
 from mmadapter.data.image import MAX_PIXELS, decode_image
 from mmadapter.data.manifest import iter_manifest_lines, media_extension, parse_record, read_media
 from mmadapter.data.members import item_extension
@@ -71,6 +71,8 @@ def prepare_sample(
     *,
     max_pixels: int | None = MAX_PIXELS,
     max_audio_seconds: float | None = None,
+    max_graph_nodes: int | None = MAX_GRAPH_NODES,
+    max_graph_edges: int | None = MAX_GRAPH_EDGES,
 ) -> tuple[str, dict[str, bytes]]:
     """Validate one manifest line, decode all its media, and build its shard members.
 
@@ -80,6 +82,8 @@ def prepare_sample(
         source: ``MANIFEST:LINE``, for errors.
         max_pixels: The image pixel limit.
         max_audio_seconds: Longer audio is ``too_long``.
+        max_graph_nodes: Graphs with more nodes are ``too_large_graph``.
+        max_graph_edges: Graphs with more edges are ``too_large_graph``.
 
     Returns:
         The key and ``{extension: bytes}``: ``json`` plus the media members, media bytes as read.
@@ -98,7 +102,7 @@ def prepare_sample(
                 elif modality == "image":
                     decode_image(data, name, max_pixels).close()
                 else:
-                    decode_graph(data, name)
+                    decode_graph(data, name, max_nodes=max_graph_nodes, max_edges=max_graph_edges)
             except BadSample as e:
                 e.with_key(record.key, source)
                 raise
@@ -109,12 +113,12 @@ def prepare_sample(
 
 
 def _prepare_or_bad(
-    task: tuple[str, bytes], *, root: Path, max_pixels: int | None, max_audio_seconds: float | None
+    task: tuple[str, bytes], *, root: Path, **limits: Any
 ) -> tuple[str, str, dict[str, bytes]] | BadSample:
     """:func:`prepare_sample` for a process pool: a bad line comes back as its error instead of raising."""
     source, line = task
     try:
-        key, members = prepare_sample(line, root, source, max_pixels=max_pixels, max_audio_seconds=max_audio_seconds)
+        key, members = prepare_sample(line, root, source, **limits)
     except BadSample as e:
         return e
     return key, source, members
@@ -224,6 +228,8 @@ def write_shards(
     workers: int = 1,
     max_pixels: int | None = MAX_PIXELS,
     max_audio_seconds: float | None = None,
+    max_graph_nodes: int | None = MAX_GRAPH_NODES,
+    max_graph_edges: int | None = MAX_GRAPH_EDGES,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write a manifest's valid samples to webdataset shards, in manifest order.
@@ -236,6 +242,8 @@ def write_shards(
         workers: Processes that validate and decode lines; the output does not depend on it.
         max_pixels: The image pixel limit (``too_large_image`` above it).
         max_audio_seconds: Longer audio is ``too_long``; ``None``: no limit.
+        max_graph_nodes: Graphs with more nodes are ``too_large_graph``; ``None``: no limit.
+        max_graph_edges: Graphs with more edges are ``too_large_graph``; ``None``: no limit.
         overwrite: Delete shards and stats already in ``out_dir`` instead of refusing to run.
 
     Returns:
@@ -248,12 +256,26 @@ def write_shards(
     manifest, out_dir = Path(manifest), Path(out_dir)
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {manifest} not found")
-    for name, value in (("max_count", max_count), ("max_size", max_size), ("workers", workers)):
-        if value < 1:
+    positive = {
+        "max_count": max_count,
+        "max_size": max_size,
+        "workers": workers,
+        "max_graph_nodes": max_graph_nodes,
+        "max_graph_edges": max_graph_edges,
+    }
+    for name, value in positive.items():
+        if value is not None and value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     _prepare_out_dir(out_dir, overwrite)
 
-    prepare = partial(_prepare_or_bad, root=manifest.parent, max_pixels=max_pixels, max_audio_seconds=max_audio_seconds)
+    prepare = partial(
+        _prepare_or_bad,
+        root=manifest.parent,
+        max_pixels=max_pixels,
+        max_audio_seconds=max_audio_seconds,
+        max_graph_nodes=max_graph_nodes,
+        max_graph_edges=max_graph_edges,
+    )
     counter = SkipCounter()
     first_seen: dict[str, str] = {}
     sink = _ShardSink(out_dir, max_count, max_size)
@@ -288,6 +310,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="decoding processes (output is the same)")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest image width × height")
     parser.add_argument("--max-audio-seconds", type=float, default=None, help="skip longer audio as too_long")
+    parser.add_argument(
+        "--max-graph-nodes", type=int, default=MAX_GRAPH_NODES, help="skip graphs with more nodes as too_large_graph"
+    )
+    parser.add_argument(
+        "--max-graph-edges", type=int, default=MAX_GRAPH_EDGES, help="skip graphs with more edges as too_large_graph"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace shards already in OUT_DIR")
 
 
@@ -301,6 +329,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_pixels=args.max_pixels,
         max_audio_seconds=args.max_audio_seconds,
+        max_graph_nodes=args.max_graph_nodes,
+        max_graph_edges=args.max_graph_edges,
         overwrite=args.overwrite,
     )
     skipped = ", ".join(f"{reason} {n}" for reason, n in stats["skipped"].items()) or "none"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from media_samples import Canary, good_graph, graph_bytes
 
-from mmadapter.data.graph import decode_graph
+from mmadapter.data.graph import MAX_GRAPH_EDGES, MAX_GRAPH_NODES, decode_graph
 from mmadapter.data.skips import BadSample
 
 
@@ -85,5 +85,31 @@ def test_not_an_archive() -> None:
 def test_size_is_checked_before_inflating() -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **good_graph(), y=np.zeros(10_000_000, np.uint8))  # 10 MB inflated, tiny compressed
-    with pytest.raises(BadSample, match="more than 1000000"):
+    with pytest.raises(BadSample, match="more than 1000000") as info:
         decode_graph(buf.getvalue(), "zip-bomb.graph.npz", max_bytes=1_000_000)
+    assert info.value.reason == "too_large_graph"
+
+
+def test_node_and_edge_count_limits() -> None:
+    three_nodes_three_edges = graph_bytes(**good_graph())
+    with pytest.raises(BadSample) as info:
+        decode_graph(three_nodes_three_edges, "g.graph.npz", max_nodes=2)
+    assert info.value.reason == "too_large_graph" and info.value.detail == "3 nodes, more than 2"
+    with pytest.raises(BadSample) as info:
+        decode_graph(three_nodes_three_edges, "g.graph.npz", max_edges=2)
+    assert info.value.reason == "too_large_graph" and info.value.detail == "3 edges, more than 2"
+    at_the_limits = decode_graph(three_nodes_three_edges, "g.graph.npz", max_nodes=3, max_edges=3)
+    assert at_the_limits["edge_index"].shape == (2, 3)
+    unlimited = decode_graph(three_nodes_three_edges, "g.graph.npz", max_nodes=None, max_edges=None)
+    assert unlimited["x"].shape == (3, 4)
+
+
+def test_default_limits_admit_a_large_graph_and_refuse_a_larger_one() -> None:
+    n = MAX_GRAPH_NODES
+    ring = np.stack([np.arange(n), (np.arange(n) + 1) % n])
+    largest = graph_bytes(edge_index=ring, x=np.zeros((n, 1), np.float32))
+    assert decode_graph(largest, "g.graph.npz")["edge_index"].shape == (2, n)
+    too_many_nodes = graph_bytes(edge_index=ring, x=np.zeros((n + 1, 1), np.float32))
+    assert "more than" in bad_graph_detail(too_many_nodes, "too_large_graph")
+    too_many_edges = graph_bytes(edge_index=np.zeros((2, MAX_GRAPH_EDGES + 1), np.int32), x=np.zeros((1, 1)))
+    assert f"more than {MAX_GRAPH_EDGES}" in bad_graph_detail(too_many_edges, "too_large_graph")

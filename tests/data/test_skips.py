@@ -19,6 +19,7 @@ def test_closed_set_of_reasons() -> None:
         "bad_graph",
         "graph_no_nodes",
         "graph_edge_out_of_range",
+        "too_large_graph",
         "bad_json",
         "placeholder_mismatch",
         "too_long",

@@ -237,3 +237,37 @@ def test_shard_cli_counts_bad_graphs_under_their_own_reasons(tmp_path: Path, cap
     assert "bad_graph 1, graph_no_nodes 1, graph_edge_out_of_range 1" in printed
     [(key, members)] = read_tars([tmp_path / "out" / stats["shards"][0]["path"]])
     assert key == "good" and members["graph.npz"] == (tmp_path / "good.graph.npz").read_bytes()
+
+
+def test_shard_cli_counts_graphs_over_the_node_and_edge_limits(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mmadapter.cli import main
+
+    ring = np.array([[0, 1, 2], [1, 2, 0]])
+    graphs = {
+        "good": good_graph(),  # 3 nodes, 3 edges
+        "many_nodes": {"edge_index": ring, "x": np.zeros((5, 2), np.float32)},
+        "many_edges": {"edge_index": np.concatenate([ring, ring], 1), "x": np.zeros((3, 2), np.float32)},
+    }
+    lines = []
+    for key, arrays in graphs.items():
+        (tmp_path / f"{key}.graph.npz").write_bytes(graph_bytes(**arrays))
+        lines.append({"key": key, "graph": f"{key}.graph.npz", "prompt": "Class of <graph>?", "response": "a"})
+    manifest = tmp_path / "graphs.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    argv = ["shard", str(manifest), str(tmp_path / "out"), "--max-graph-nodes", "4", "--max-graph-edges", "4"]
+    assert main(argv) == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["written"] == 1 and stats["skipped"] == {"too_large_graph": 2}
+    printed = capsys.readouterr()
+    assert "wrote 1 samples" in printed.out and "skipped: too_large_graph 2" in printed.out
+    [(key, members)] = read_tars([tmp_path / "out" / stats["shards"][0]["path"]])
+    assert key == "good" and members["graph.npz"] == (tmp_path / "good.graph.npz").read_bytes()
+    assert main(["shard", str(manifest), str(tmp_path / "all"), "--max-graph-nodes", "5"]) == 0
+    assert json.loads((tmp_path / "all" / "stats.json").read_text())["written"] == 3
+
+
+def test_graph_limits_must_be_positive(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    with pytest.raises(ValueError, match="max_graph_edges must be at least 1, got 0"):
+        write_shards(manifest, tmp_path / "o", max_graph_edges=0)
