@@ -10,15 +10,21 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
   exit 1
 fi
 
-# System libraries: libsndfile decodes audio (soundfile ships its own copy on most platforms; this is the
-# fallback where it does not).
-if ! ldconfig -p 2>/dev/null | grep -q libsndfile && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && apt-get install -y -qq libsndfile1 >/dev/null || echo "note: could not install libsndfile1" >&2
+# System packages, with apt-get where this user may run it (root, or password-less sudo).
+as_root=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then as_root="sudo -n"; else as_root="none"; fi
 fi
+apt_install() {  # package: install it with apt-get when permitted; fails otherwise
+  command -v apt-get >/dev/null && [ "$as_root" != none ] || return 1
+  $as_root apt-get update -qq && $as_root apt-get install -y -qq "$1" >/dev/null
+}
+# libsndfile decodes audio (soundfile ships its own copy on most platforms; this is the fallback where it
+# does not).
+ldconfig -p 2>/dev/null | grep -q libsndfile || apt_install libsndfile1 || true
 # espeak-ng speaks the offline demo's synthetic speech (mmadapter/data/synthetic.py).
-if ! command -v espeak-ng >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null || echo "note: could not install espeak-ng" >&2
-fi
+command -v espeak-ng >/dev/null || apt_install espeak-ng ||
+  echo "note: espeak-ng is not installed (needs apt-get as root or with sudo): the demo needs it" >&2
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 # shellcheck disable=SC1091
