@@ -1,7 +1,15 @@
-"""A locally downloaded text-attributed graph (Cora, PubMed, ogbn-arxiv) → one text-attributed graph file.
+"""A locally downloaded text-attributed graph (Cora, PubMed, ogbn-arxiv) → a graph file and/or node samples.
 
-Writes the ``.npz`` that ``data/make_ego_subgraphs.py`` reads (``edge_index``, ``y``, ``class_names``, ``x``,
-``node_text`` when the texts are there, ``split`` when the dataset has one; :mod:`mmadapter.data.ego_subgraphs`).
+``--out GRAPH.npz`` writes the text-attributed graph file that ``data/make_ego_subgraphs.py`` reads
+(``edge_index``, ``y``, ``class_names``, ``x``, ``node_text`` when the texts are there, ``split`` when the dataset
+has one; :mod:`mmadapter.data.ego_subgraphs`). ``--manifest-out DIR`` goes on in the same run to what
+``make_ego_subgraphs.py`` would write from that file: ``DIR/graphs/<key>.graph.npz`` (the k-hop ego-subgraph of
+each labelled node) and ``DIR/{train,val,test}.jsonl``, cut by the same code and options (``--hops``,
+``--max-nodes``, ``--features``, ``--fractions``, ``--list-classes``, …; keys ``<name>-<node>``, the name
+defaulting to ``--out``'s file name, else the format). Give either or both::
+
+    python data/prepare_text_graph.py /data/cora --format cora --manifest-out cora_ego --hops 2 --list-classes
+
 Nothing is downloaded; the expected layouts:
 
 ``--format cora`` (the LINQS release; texts as exported from TAPE's ``cora_orig``)::
@@ -39,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from mmadapter.data.ego_subgraphs import save_text_graph
+from mmadapter.data.ego_subgraphs import add_ego_arguments, ego_options, save_text_graph, text_graph, write_ego_samples
 from mmadapter.data.manifest_writer import LayoutError
 
 PROG = "prepare_text_graph"
@@ -178,22 +186,37 @@ READERS = {"cora": read_cora, "pubmed": read_pubmed, "ogbn-arxiv": read_ogbn_arx
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Write a text-attributed graph .npz from a local Cora, PubMed or ogbn-arxiv download "
-        "(layouts: see this script's docstring).",
-        epilog="Next step: python data/make_ego_subgraphs.py GRAPH.npz --out DIR",
+        description="Write a text-attributed graph .npz (--out) and/or its node-classification samples, one k-hop "
+        "ego-subgraph per labelled node plus one manifest per split (--manifest-out), from a local Cora, PubMed or "
+        "ogbn-arxiv download (layouts: see this script's docstring).",
+        epilog="Next step: python data/make_ego_subgraphs.py GRAPH.npz --out DIR (or, after --manifest-out DIR: "
+        "mmadapter shard DIR/train.jsonl shards/train, and val, test)",
     )
     parser.add_argument("root", type=Path, help="the dataset folder")
     parser.add_argument("--format", choices=sorted(READERS), required=True, help="which dataset layout")
-    parser.add_argument("--out", type=Path, required=True, help="the .npz to write")
+    parser.add_argument("--out", type=Path, help="the text-attributed graph .npz to write")
+    parser.add_argument(
+        "--manifest-out",
+        type=Path,
+        metavar="DIR",
+        help="also cut the ego-subgraph samples: DIR/graphs/ and DIR/{train,val,test}.jsonl, as make_ego_subgraphs.py",
+    )
     parser.add_argument("--text", choices=["title", "title_abstract"], default="title_abstract", help="node text")
     parser.add_argument("--no-x", action="store_true", help="drop the numeric features (keep node texts only)")
+    title = "ego-subgraph samples (with --manifest-out; as in make_ego_subgraphs.py)"
+    add_ego_arguments(parser, title, name_default="--out's file name, else the format")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the graph file; 0 on success, 2 when the folder is not laid out as expected."""
-    args = build_parser().parse_args(argv)
+    """Write the graph file and/or the samples; 0 on success, 1 when a split got no sample, 2 on bad input (a
+    folder not laid out as expected, bad ego-subgraph options)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.out is None and args.manifest_out is None:
+        parser.error("give --out GRAPH.npz, --manifest-out DIR or both")
     try:
+        options = ego_options(args)
         if not args.root.is_dir():
             raise LayoutError(f"{args.root} is not a folder")
         arrays, dropped = READERS[args.format](args.root, args.text)
@@ -201,17 +224,24 @@ def main(argv: list[str] | None = None) -> int:
             if "node_text" not in arrays:
                 raise LayoutError(f"--no-x needs node texts, and {args.root} has none")
             arrays.pop("x", None)
-        save_text_graph(args.out, **arrays)
+        graph = text_graph(str(args.root), **arrays)
+        n, e = len(graph["y"]), graph["edge_index"].shape[1]
+        texts = int((graph["node_text"] != "").sum()) if "node_text" in graph else 0
+        print(
+            f"{PROG}: read {args.root}: {n} nodes, {e} edges ({dropped} dropped: unknown ids), "
+            f"{len(graph['class_names'])} classes, {int((graph['y'] >= 0).sum())} labelled, {texts} with text"
+        )
+        status = 0
+        if args.manifest_out is not None:  # first: bad --features fails before any file is written
+            name = args.name or (args.out.name.split(".")[0] if args.out else args.format)
+            status = write_ego_samples(graph, args.manifest_out, options, name, PROG)
+        if args.out is not None:
+            save_text_graph(args.out, **graph)
+            print(f"{PROG}: wrote {args.out}")
+        return status
     except (LayoutError, ValueError, KeyError, IndexError) as e:
         print(f"{PROG}: error: {args.root} ({args.format}): {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    n, e = len(arrays["y"]), arrays["edge_index"].shape[1]
-    texts = int((arrays["node_text"] != "").sum()) if "node_text" in arrays else 0
-    print(
-        f"{PROG}: wrote {args.out}: {n} nodes, {e} edges ({dropped} dropped: unknown ids), "
-        f"{len(arrays['class_names'])} classes, {int((arrays['y'] >= 0).sum())} labelled, {texts} with text"
-    )
-    return 0
 
 
 if __name__ == "__main__":

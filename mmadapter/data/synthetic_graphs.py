@@ -70,6 +70,7 @@ def community_graph(
     words: int = 4,
     noise: float = 0.3,
     x_noise: float = 0.3,
+    topical: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """A stochastic block model graph with one topic per block.
 
@@ -82,11 +83,15 @@ def community_graph(
         words: Words per node text.
         noise: Probability that a word is a noise word instead of a topic word.
         x_noise: Standard deviation of the noise added to the one-hot topic features.
+        topical: Probability that a node's text is about its topic at all; the others are noise words only, so
+            that only the neighbourhood tells their class (below 1, one more draw per node).
 
     Returns:
         ``edge_index`` int64 (2, E) (both directions), ``node_text`` (N,), ``x`` float32 (N, T), ``y`` int64
         (N,) (the community), ``class_names`` (the community topics, as given).
     """
+    if not 0 <= topical <= 1:
+        raise ValueError(f"topical is a probability, got {topical}")
     if len(sizes) != len(topics) or min(sizes) < 1 or not set(topics) <= set(TOPICS):
         raise ValueError(f"one size ≥ 1 per topic, topics from {sorted(TOPICS)}; got {list(sizes)}, {list(topics)}")
     y = np.repeat(np.arange(len(sizes)), sizes)
@@ -105,7 +110,8 @@ def community_graph(
     texts = []
     for community in y:
         vocab = TOPICS[topics[community]]
-        picks = [rng.choice(NOISE_WORDS) if rng.random() < noise else rng.choice(vocab) for _ in range(words)]
+        p_noise = noise if topical == 1 or rng.random() < topical else 1.0  # the default draws as before
+        picks = [rng.choice(NOISE_WORDS) if rng.random() < p_noise else rng.choice(vocab) for _ in range(words)]
         texts.append(" ".join(picks))
     onehot = np.eye(len(names), dtype=np.float32)[[names.index(topics[c]) for c in y]]
     x = (onehot + x_noise * rng.standard_normal(onehot.shape)).astype(np.float32)
