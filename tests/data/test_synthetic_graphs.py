@@ -26,6 +26,19 @@ def test_community_graph_plants_its_blocks() -> None:
     assert g["x"][:30, list(TOPICS).index("music")].mean() > 0.8
 
 
+def test_community_graph_topical_leaves_the_other_texts_without_topic_words() -> None:
+    sizes, topics, topic_words = [60, 60], ["music", "cooking"], set(TOPICS["music"]) | set(TOPICS["cooking"])
+    g = community_graph(sizes, topics, np.random.default_rng(1), noise=0.0, topical=0.3)
+    words = [set(text.split()) for text in g["node_text"]]
+    topical = np.array([bool(w & topic_words) for w in words])
+    assert all(w <= topic_words for w, t in zip(words, topical, strict=True) if t)  # noise 0: topic words only
+    assert 0.15 < topical.mean() < 0.45
+    none = community_graph(sizes, topics, np.random.default_rng(1), noise=0.0, topical=0.0)
+    assert not set(" ".join(none["node_text"]).split()) & topic_words
+    with pytest.raises(ValueError, match="topical is a probability"):
+        community_graph(sizes, topics, np.random.default_rng(1), topical=1.5)
+
+
 def test_synthesize_graphs_is_seeded_valid_and_sharded(tmp_path: Path) -> None:
     a = synthesize_graphs(tmp_path / "a", train=30, test=10, seed=3)
     b = synthesize_graphs(tmp_path / "b", train=30, test=10, seed=3)

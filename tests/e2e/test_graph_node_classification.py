@@ -46,12 +46,13 @@ def own_text_ceiling(graph: dict[str, np.ndarray], nodes: list[int]) -> float:
 def recipe(shards: Path) -> dict:
     """A random tiny LLM kept frozen, a GraphSAGE over the LLM-embedded node texts, a ``target`` graph projector
     and MoLoRA (modality routing): the text expert learns to spell the class names, the graph expert to read
-    the graph tokens. The GNN's layer norm and dropout make 300 steps enough on 180 training nodes at any seed:
-    without them one seed in ten or so stayed on the plateau of guessing the class, or learnt the training
-    nodes by heart."""
+    the graph tokens. 300 steps on 180 training nodes were enough in every run tried (19 runs over 10 seeds and
+    3 graphs: 94–100%) thanks to ``initializer_range`` 0.3 (at 0.5 the attention is nearly one-hot, and a run
+    whose answer position does not attend to the graph tokens stays on the plateau of guessing the class) and
+    the GNN's layer norm and dropout (without them some runs learnt the training nodes by heart)."""
     return {
         "model": {
-            "llm": {"name": "causal_lm_test", "config": {"initializer_range": 0.5}},
+            "llm": {"name": "causal_lm_test", "config": {"initializer_range": 0.3}},
             "encoders": {
                 "graph": {"name": "gnn_test", "arch": "sage", "in_dim": 64, "hidden": 64, "norm": "layer",
                           "dropout": 0.3, "node_text": "llm_embeddings"}
