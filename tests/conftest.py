@@ -21,6 +21,31 @@ def tiny_recipe(*overrides: str) -> Recipe:
     return load_recipe(TINY_RECIPE, list(overrides))
 
 
+def nudged_artefact(directory: Path, *overrides: str, seed: int = 0) -> Path:
+    """The tiny model of ``tiny_recipe(*overrides)`` saved in ``directory``, its trainable weights moved off their
+    init (no training) so that greedy answers are not empty."""
+    from mmadapter.model import MultimodalLM
+
+    model = MultimodalLM.from_recipe(tiny_recipe(*overrides))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.5 * torch.randn(p.shape, generator=gen))
+    return model.save(directory)
+
+
+def infer_cli(artefact: Path, *argv: str | Path) -> int:
+    """``mmadapter infer --checkpoint ARTEFACT --max-new-tokens 4 ARGV...``; its exit code."""
+    import argparse
+
+    from mmadapter import inference
+
+    parser = argparse.ArgumentParser()
+    inference.add_arguments(parser)
+    return inference.run(parser.parse_args(["--checkpoint", str(artefact), "--max-new-tokens", "4", *map(str, argv)]))
+
+
 def random_audio(seconds: float, seed: int = 0) -> np.ndarray:
     """A 16 kHz mono float32 waveform of noise and a tone."""
     rng = np.random.default_rng(seed)

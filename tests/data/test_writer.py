@@ -213,6 +213,17 @@ def test_a_bug_stops_the_run_without_leaving_a_partial_shard(
     assert [key for key, _ in read_tars([tmp_path / "shard-000000.tar"])] == ["utt-0"]
 
 
+def graph_manifest(folder: Path, graphs: dict[str, dict[str, np.ndarray]]) -> Path:
+    """``KEY.graph.npz`` per graph in ``folder`` and a manifest with one question about each."""
+    lines = []
+    for key, arrays in graphs.items():
+        (folder / f"{key}.graph.npz").write_bytes(graph_bytes(**arrays))
+        lines.append({"key": key, "graph": f"{key}.graph.npz", "prompt": "Class of <graph>?", "response": "a"})
+    manifest = folder / "graphs.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return manifest
+
+
 def test_shard_cli_counts_bad_graphs_under_their_own_reasons(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from mmadapter.cli import main
 
@@ -222,12 +233,7 @@ def test_shard_cli_counts_bad_graphs_under_their_own_reasons(tmp_path: Path, cap
         "no_nodes": {"edge_index": np.zeros((2, 0), np.int64), "x": np.zeros((0, 2), np.float32)},
         "broken": {"edge_index": np.zeros((2, 1), np.float32), "x": np.zeros((2, 2), np.float32)},
     }
-    lines = []
-    for key, arrays in graphs.items():
-        (tmp_path / f"{key}.graph.npz").write_bytes(graph_bytes(**arrays))
-        lines.append({"key": key, "graph": f"{key}.graph.npz", "prompt": "Class of <graph>?", "response": "a"})
-    manifest = tmp_path / "graphs.jsonl"
-    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    manifest = graph_manifest(tmp_path, graphs)
     assert main(["shard", str(manifest), str(tmp_path / "out")]) == 0
     expected = {"bad_graph": 1, "graph_no_nodes": 1, "graph_edge_out_of_range": 1}
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
@@ -248,12 +254,7 @@ def test_shard_cli_counts_graphs_over_the_node_and_edge_limits(tmp_path: Path, c
         "many_nodes": {"edge_index": ring, "x": np.zeros((5, 2), np.float32)},
         "many_edges": {"edge_index": np.concatenate([ring, ring], 1), "x": np.zeros((3, 2), np.float32)},
     }
-    lines = []
-    for key, arrays in graphs.items():
-        (tmp_path / f"{key}.graph.npz").write_bytes(graph_bytes(**arrays))
-        lines.append({"key": key, "graph": f"{key}.graph.npz", "prompt": "Class of <graph>?", "response": "a"})
-    manifest = tmp_path / "graphs.jsonl"
-    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    manifest = graph_manifest(tmp_path, graphs)
     argv = ["shard", str(manifest), str(tmp_path / "out"), "--max-graph-nodes", "4", "--max-graph-edges", "4"]
     assert main(argv) == 0
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import jiwer
 import pytest
-import torch
-from conftest import ROOT, tiny_recipe
+from conftest import ROOT, nudged_artefact, tiny_recipe
 from whisper_normalizer.basic import BasicTextNormalizer
 from whisper_normalizer.english import EnglishTextNormalizer
 
@@ -24,13 +23,7 @@ MEDIA = ROOT / "tests" / "assets" / "media"
 
 @pytest.fixture(scope="module")
 def artefact(tmp_path_factory) -> Path:
-    model = MultimodalLM.from_recipe(tiny_recipe())
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.5 * torch.randn(p.shape, generator=gen))
-    return model.save(tmp_path_factory.mktemp("artefact"))
+    return nudged_artefact(tmp_path_factory.mktemp("artefact"), seed=1)
 
 
 def run_eval(artefact: Path, *argv: str | Path) -> int:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import random_graph, tiny_recipe
+from conftest import infer_cli as infer
+from conftest import nudged_artefact, random_graph
 
 from mmadapter import inference
 from mmadapter.data import decode_graph
-from mmadapter.model import MultimodalLM
 
 GRAPH_MODEL = ('model.encoders.graph={"name": "gnn_test"}', 'model.projectors.graph={"name": "graph", "mode": "pool"}')
 PROMPT = "Which community is <graph> in?"
@@ -31,20 +29,7 @@ def graph_file(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 def artefact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with a random ``gnn_test`` encoder and ``graph`` projector, its trainable weights moved off
     their init (0 training steps) so that greedy answers are not empty."""
-    model = MultimodalLM.from_recipe(tiny_recipe(*GRAPH_MODEL))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.5 * torch.randn(p.shape, generator=gen))
-    return model.save(tmp_path_factory.mktemp("artefact"))
-
-
-def infer(artefact: Path, *argv: str | Path) -> int:
-    parser = argparse.ArgumentParser()
-    inference.add_arguments(parser)
-    args = parser.parse_args(["--checkpoint", str(artefact), "--max-new-tokens", "4", *map(str, argv)])
-    return inference.run(args)
+    return nudged_artefact(tmp_path_factory.mktemp("artefact"), *GRAPH_MODEL)
 
 
 def test_single_graph_prints_the_answer(artefact: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tarfile
@@ -10,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, tiny_recipe
+from conftest import ROOT, nudged_artefact, tiny_recipe
+from conftest import infer_cli as infer
 
 from mmadapter import inference
 from mmadapter.data import DEFAULT_PROMPTS, decode_audio
@@ -24,26 +24,12 @@ SHARDS = ROOT / "tests" / "assets" / "shards"
 
 @pytest.fixture(scope="module")
 def artefact(tmp_path_factory) -> Path:
-    """A tiny artefact whose trainable weights are moved off their init, so that greedy answers are not empty."""
-    model = MultimodalLM.from_recipe(tiny_recipe())
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.5 * torch.randn(p.shape, generator=gen))
-    return model.save(tmp_path_factory.mktemp("artefact"))
+    return nudged_artefact(tmp_path_factory.mktemp("artefact"))
 
 
 @pytest.fixture(scope="module")
 def model(artefact: Path) -> MultimodalLM:
     return inference.load_model(artefact, "cpu")
-
-
-def infer(artefact: Path, *argv: str | Path) -> int:
-    parser = argparse.ArgumentParser()
-    inference.add_arguments(parser)
-    args = parser.parse_args(["--checkpoint", str(artefact), "--max-new-tokens", "4", *map(str, argv)])
-    return inference.run(args)
 
 
 def read_lines(path: Path) -> list[dict]:
