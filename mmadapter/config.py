@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 from mmadapter.adapter_config import BiasNormConfig, GatedAttentionConfig, MoLoRAConfig
 from mmadapter.recipe_errors import RecipeError, describe_error
+from mmadapter.recipe_from import resolve_model_from
 from mmadapter.registry import ComponentSpec, Registry
 
 __all__ = [
@@ -176,7 +177,10 @@ class Recipe(_Section):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> Recipe:
-        """Validate a recipe mapping, components included; raises :class:`RecipeError` with every problem."""
+        """Validate a recipe mapping, components included, ``model: {from: RUN}`` taken from that artefact
+        (:mod:`mmadapter.recipe_from`); raises :class:`RecipeError` with every problem."""
+        data = dict(data)
+        resolve_model_from(data, source)
         problems: list[tuple[str, str]] = []
         try:
             recipe = cls.model_validate(data)

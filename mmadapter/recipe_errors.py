@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import types
 import typing
@@ -28,7 +29,7 @@ def describe_error(root: type[BaseModel], err: Any, prefix: str = "") -> tuple[s
     loc = [str(p) for p in err["loc"]]
     path = ".".join(([prefix] if prefix else []) + loc)
     msg = err["msg"]
-    if err["type"] == "extra_forbidden":
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # a model's / a dataclass's
         known = _fields_at(root, err["loc"][:-1])
         close = difflib.get_close_matches(loc[-1], known, n=1)
         msg = f"unknown key{f'; did you mean {close[0]!r}?' if close else ''} Known: {', '.join(sorted(known))}"
@@ -38,7 +39,8 @@ def describe_error(root: type[BaseModel], err: Any, prefix: str = "") -> tuple[s
 
 
 def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the model found by walking ``loc`` down from ``model`` through fields, dicts and lists."""
+    """Field names of the model (or dataclass) found by walking ``loc`` down from ``model`` through fields,
+    dicts and lists."""
     tp: Any = model
     for part in loc:
         tp = _model_in(tp)
@@ -48,11 +50,18 @@ def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
             if part not in tp.model_fields:
                 return []
             tp = tp.model_fields[part].annotation
+        elif dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            if part not in hints:
+                return []
+            tp = hints[part]
         else:
             args = typing.get_args(tp)
             tp = args[-1] if args else None
     tp = _model_in(tp)
-    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else []
 
 
 def _model_in(tp: Any) -> Any:

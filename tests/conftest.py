@@ -10,11 +10,16 @@ import torch
 from PIL import Image
 
 from mmadapter.config import Recipe, load_recipe
+from mmadapter.data.espeak import espeak_available
 
 ROOT = Path(__file__).parents[1]
 TINY_RECIPE = ROOT / "recipes" / "test" / "tiny.yaml"
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# espeak-ng: the system program or the espeakng-loader wheel (a dependency where it has wheels)
+requires_espeak = pytest.mark.skipif(
+    not espeak_available(), reason="no espeak-ng: neither the system program nor the espeakng-loader wheel"
+)
 
 
 def tiny_recipe(*overrides: str) -> Recipe:

@@ -7,7 +7,8 @@ separated by spaces one by one, as words of the voice's language (``drei sieben 
 pauses between them; the words are cut at those pauses and each placed at the start of its slot (with a
 few milliseconds of jitter). Voices, voice variants (``en+m3``, ``de+f2``), speed and pitch vary per
 utterance, and a little noise is added. The audio is resampled from espeak's 22.05 kHz to 16 kHz mono and
-stored as FLAC. The target text is the digits themselves.
+stored as FLAC. The target text is the digits themselves. espeak-ng is the system program or the one the
+``espeakng-loader`` wheel bundles (:mod:`mmadapter.data.espeak`).
 
 Images: one or two coloured shapes with their caption (:mod:`mmadapter.data.synthetic_images`); instruction
 sets ask about the same files in other words (:mod:`mmadapter.data.synthetic_instruct`).
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from mmadapter.data.espeak import espeak_command
 from mmadapter.data.speech_signal import resample_fft, word_spans
 from mmadapter.data.synthetic_images import (
     COLOURS,
@@ -66,7 +67,6 @@ __all__ = [
     "SyntheticData",
     "Utterance",
     "caption",
-    "espeak_binary",
     "paced",
     "plan_images",
     "plan_speech",
@@ -118,26 +118,6 @@ DIGITS = (3, 6)
 SLOTS = DIGITS[1]  # every clip has room for the longest digit string
 SLOT_S = 0.8  # seconds per digit; the longest word (Italian "quattro" at 150 wpm) takes about 0.6 s
 ONSET_JITTER_S = (0.0, 0.05)  # where a word starts within its slot
-
-
-class EspeakMissing(FileNotFoundError):
-    """espeak-ng is not installed."""
-
-
-def espeak_binary() -> str:
-    """The ``espeak-ng`` executable on ``PATH``.
-
-    Raises:
-        EspeakMissing: it is not installed, with how to install it.
-    """
-    found = shutil.which("espeak-ng")
-    if found is None:
-        raise EspeakMissing(
-            "espeak-ng is not installed; the demo synthesises its speech with it. Install it with "
-            "`apt-get install -y espeak-ng` (Debian/Ubuntu; scripts/setup_env.sh does this when run as root) "
-            "or `brew install espeak-ng` (macOS), then run again."
-        )
-    return found
 
 
 # --- speech -----------------------------------------------------------------------------------------------
@@ -205,16 +185,19 @@ def paced(words: Sequence[np.ndarray], onsets: Sequence[float], rate: int = SAMP
     return out
 
 
-def synthesize_utterance(utt: Utterance, path: Path | str, espeak: str | None = None) -> float:
+def synthesize_utterance(utt: Utterance, path: Path | str, espeak: Sequence[str] | None = None) -> float:
     """Speak ``utt`` with espeak-ng at a steady pace and write it to ``path`` as 16 kHz mono FLAC; returns its
     duration in s (always ``SLOTS * SLOT_S``).
+
+    Args:
+        espeak: The command that runs espeak-ng (default :func:`~mmadapter.data.espeak.espeak_command`).
 
     Raises:
         EspeakMissing: espeak-ng is not installed.
         RuntimeError: espeak-ng failed, produced no audio, or its words could not be told apart (the message
             holds the key and espeak-ng's stderr).
     """
-    cmd = [espeak or espeak_binary(), "--stdout", "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch)]
+    cmd = [*(espeak or espeak_command()), "--stdout", "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch)]
     result = subprocess.run([*cmd, "-g", str(SPEECH_GAP), utt.text], capture_output=True, check=False)
     if result.returncode != 0 or len(result.stdout) < 100:
         raise RuntimeError(f"espeak-ng failed for {utt.key} ({' '.join(cmd)}): {result.stderr.decode().strip()}")
@@ -266,7 +249,7 @@ class SyntheticData:
         return str(self.shards[name][split] / "shard-000000.tar")
 
 
-def _speak(task: tuple[Utterance, str, str]) -> float:
+def _speak(task: tuple[Utterance, str, tuple[str, ...]]) -> float:
     utt, path, espeak = task
     return synthesize_utterance(utt, path, espeak)
 
@@ -328,7 +311,7 @@ def synthesize_data(
     """
     root = Path(out_dir)
     data = SyntheticData(root)
-    espeak = espeak_binary() if sizes.speech else ""
+    espeak = espeak_command() if sizes.speech else ()
     sets: dict[str, dict[str, list[dict[str, Any]]]] = {}
     speech_tasks, image_tasks = [], []
     for lang, count in sizes.speech.items():

@@ -115,11 +115,31 @@ def _infer_inputs(data: SyntheticData, new_language: str, folder: Path, k: int =
     return folder, references
 
 
-def _inferred(references: Mapping[str, str], outputs: Mapping[str, Path]) -> list[dict[str, str]]:
+def _graph_inputs(data: SyntheticData, manifest: Path, k: int = INFER_FILES) -> tuple[Path, dict]:
+    """A manifest of the first ``k`` held-out graphs with their questions, for ``mmadapter infer --input
+    MANIFEST`` (graph files answer a question of their own, not a default prompt); returns it and each
+    graph's reference by key."""
+    lines = [json.loads(line) for line in data.manifests["graphs"]["test"].read_text(encoding="utf-8").splitlines()]
+    records = [r | {"graph": str(data.root / r["graph"])} for r in lines[:k]]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return manifest, {r["key"]: r["response"] for r in records}
+
+
+def _infer(artefact: Path, inputs: Mapping[str, Path], name: str, folder: Path) -> list[Path]:
+    """``mmadapter infer`` of ``artefact`` on each input (a folder or a manifest) into
+    ``folder/<name>_<input label>.jsonl``; the files written."""
+    outputs = []
+    for label, source in inputs.items():
+        outputs.append(folder / f"{name}_{label}.jsonl")
+        _mmadapter("infer", "--checkpoint", artefact, "--input", source, "--output", outputs[-1])
+    return outputs
+
+
+def _inferred(references: Mapping[str, str], outputs: Mapping[str, Sequence[Path]]) -> list[dict[str, str]]:
     """Per inferred file: its key, reference and each artefact's answer (``mmadapter infer``'s JSONL)."""
     answers: dict[str, dict[str, str]] = {}
-    for artefact, path in outputs.items():
-        lines = [json.loads(text) for text in path.read_text(encoding="utf-8").splitlines()]
+    for artefact, paths in outputs.items():
+        lines = [json.loads(text) for path in paths for text in path.read_text(encoding="utf-8").splitlines()]
         answers[artefact] = {r["key"]: r["output"] if "output" in r else f"error: {r.get('error')}" for r in lines}
     return [
         {"key": key, "reference": ref} | {a: answers[a].get(key, "") for a in answers}
@@ -179,10 +199,10 @@ def run_demo(
     report_dir = out / "eval"
     with timed("step 3: mmadapter infer and eval on held-out audio files, images and graphs", timings):
         files, references = _infer_inputs(data, new_language, _fresh(out / "infer" / "inputs"))
-        _mmadapter("infer", "--checkpoint", english, "--input", files, "--output", out / "infer" / "english.jsonl")
-        graph = json.loads(data.manifests["graphs"]["test"].read_text(encoding="utf-8").splitlines()[0])
-        question = graph["prompt"].replace("<graph>", "").strip()
-        _mmadapter("infer", "--checkpoint", english, "--graph", data.root / graph["graph"], "--prompt", question)
+        graphs, graph_references = _graph_inputs(data, out / "infer" / "graphs.jsonl")
+        references |= graph_references
+        inputs = {"files": files, "graphs": graphs}
+        inferred = {"english": _infer(english, inputs, "english", out / "infer")}
         for held in sets:
             if held.name != new_language:
                 reports["english"][held.name] = _evaluate(english, held, report_dir / "english")
@@ -191,9 +211,9 @@ def run_demo(
         reports["english"][new_language] = _evaluate(english, by_name[new_language], report_dir / "english")
         language_recipe = RECIPES / "language" / "new_language_projector.yaml"
         _train(language_recipe, second, out, settings.new_language)
-        for lang in ("en", new_language):
-            reports["new_language"][lang] = _evaluate(second, by_name[lang], report_dir / "new_language")
-        _mmadapter("infer", "--checkpoint", second, "--input", files, "--output", out / "infer" / "new_language.jsonl")
+        for held in sets:
+            reports["new_language"][held.name] = _evaluate(second, held, report_dir / "new_language")
+        inferred["new_language"] = _infer(second, inputs, "new_language", out / "infer")
 
     rows = [
         EvalRow(
@@ -237,7 +257,7 @@ def run_demo(
         "reports": {a: {k: v["overall"] for k, v in r.items()} for a, r in reports.items()},
         "by_task": by_task,
         "examples": shown,
-        "infer": _inferred(references, {a: out / "infer" / f"{a}.jsonl" for a in reports}),
+        "infer": _inferred(references, inferred),
         "plots": [str(p) for p in plots],
         "artefacts": {"english": str(english), "new_language": str(second)},
     }
@@ -277,7 +297,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mmadapter demo``."""
-    from mmadapter.data.synthetic import EspeakMissing
+    from mmadapter.data.espeak import EspeakMissing
 
     try:
         run_demo(args.out, quick=args.quick, seed=args.seed, recipe=args.recipe)

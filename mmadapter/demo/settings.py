@@ -6,46 +6,81 @@ The file's top level is the full demo; its ``quick`` mapping is merged over it f
 ``llm``, ``graph``) takes the fields of its settings class, whose defaults — with what was measured to choose
 them — are documented in :mod:`mmadapter.demo.audio_encoder`, :mod:`~mmadapter.demo.vision_encoder`,
 :mod:`~mmadapter.demo.language_model` and :mod:`~mmadapter.demo.graph_encoder`; a field left out keeps its
-default. A key that is not a setting is an error naming it.
+default. The file is validated with pydantic (:class:`DemoFile`): every key that is not a setting and every
+value of the wrong kind is reported at once, by its dotted key.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraints, ValidationError, model_validator
 
 from mmadapter.data.synthetic import DataSizes
 from mmadapter.demo.audio_encoder import AudioPretrainSettings
 from mmadapter.demo.graph_encoder import GraphPretrainSettings
 from mmadapter.demo.language_model import LlmPretrainSettings
 from mmadapter.demo.vision_encoder import VisionPretrainSettings
+from mmadapter.recipe_errors import RecipeError, describe_error
 
-__all__ = ["DEMO_RECIPE", "DemoSettings", "PretrainSettings", "load_demo_settings"]
+__all__ = ["DEMO_RECIPE", "DemoFile", "DemoSettings", "PretrainSettings", "load_demo_settings"]
 
 DEMO_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo" / "demo.yaml"
 
 
-@dataclass(frozen=True)
-class PretrainSettings:
-    """The settings of the four step-1 trainings."""
-
-    audio: AudioPretrainSettings = field(default_factory=AudioPretrainSettings)
-    vision: VisionPretrainSettings = field(default_factory=VisionPretrainSettings)
-    llm: LlmPretrainSettings = field(default_factory=LlmPretrainSettings)
-    graph: GraphPretrainSettings = field(default_factory=GraphPretrainSettings)
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-COMPONENTS: dict[str, type] = {
-    "audio": AudioPretrainSettings,
-    "vision": VisionPretrainSettings,
-    "llm": LlmPretrainSettings,
-    "graph": GraphPretrainSettings,
-}
+class PretrainSettings(_Strict):
+    """The settings of the four step-1 trainings (each a settings dataclass of its module)."""
+
+    audio: AudioPretrainSettings = Field(default_factory=AudioPretrainSettings)
+    vision: VisionPretrainSettings = Field(default_factory=VisionPretrainSettings)
+    llm: LlmPretrainSettings = Field(default_factory=LlmPretrainSettings)
+    graph: GraphPretrainSettings = Field(default_factory=GraphPretrainSettings)
+
+
+class GraphCounts(_Strict):
+    train: PositiveInt
+    test: PositiveInt
+
+
+class DataSection(_Strict):
+    """``data``: the fields of :class:`~mmadapter.data.synthetic.DataSizes`, and how many graphs."""
+
+    speech: dict[str, PositiveInt]
+    speech_test: dict[str, PositiveInt]
+    images: PositiveInt
+    images_test: PositiveInt
+    instruct: tuple[str, ...] = ()
+    graphs: GraphCounts
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> DataSection:
+        self.sizes()  # DataSizes checks that each held-out set is smaller than its set
+        return self
+
+    def sizes(self) -> DataSizes:
+        return DataSizes(dict(self.speech), dict(self.speech_test), self.images, self.images_test, self.instruct)
+
+
+Override = Annotated[str, StringConstraints(pattern=r"^[^=\s]+=")]
+"""A ``dotted.key=value`` recipe override."""
+
+
+class DemoFile(_Strict):
+    """``recipes/demo/demo.yaml`` as written: the full demo, and ``quick`` to merge over it."""
+
+    data: DataSection
+    step1: PretrainSettings = Field(default_factory=PretrainSettings)
+    multimodal: list[Override] = []
+    new_language: list[Override] = []
+    quick: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -76,65 +111,58 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _section(raw: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    value = raw.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{where}: {key} must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
-    """``cls(**values)``, with an unknown field reported by its recipe key."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}.{unknown[0]} is not a setting of {cls.__name__}; known: {', '.join(sorted(known))}")
+def _validate(raw: Mapping[str, Any]) -> tuple[DemoFile | None, list[tuple[str, str]]]:
+    """``raw`` validated, or its problems as ``(dotted key, message)``."""
     try:
-        return cls(**values)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: {e}") from e
+        return DemoFile.model_validate(raw), []
+    except ValidationError as e:
+        return None, [describe_error(DemoFile, err) for err in e.errors()]
 
 
-def _overrides(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
-    value = raw.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise ValueError(f"{where}: {key} must be a list of dotted.key=value overrides")
-    return tuple(value)
+def _sets(mapping: Mapping[str, Any], key: str) -> bool:
+    """Whether ``mapping`` sets the dotted ``key`` (or a list or value above it)."""
+    node: Any = mapping
+    for part in key.split("."):
+        if not isinstance(node, Mapping):
+            return True
+        if part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def load_demo_settings(path: Path | str = DEMO_RECIPE, quick: bool = False) -> DemoSettings:
     """The demo's settings from ``path``, with its ``quick`` mapping merged over them when ``quick``.
 
+    Both the full settings and the quick ones are checked either way, so a typo in ``quick`` shows before
+    the long run that does not use it.
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: a key is not a setting, or a value has the wrong kind (the message names the key).
+        RecipeError: keys that are not settings and values of the wrong kind, all of them, each named by its
+            dotted key (a ``ValueError``).
     """
     path = Path(path)
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError([("<yaml>", str(e))], str(path)) from e
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: the top level must be a mapping")
-    unknown = sorted(set(raw) - {"data", "step1", "multimodal", "new_language", "quick"})
-    if unknown:
-        raise ValueError(f"{path}: {unknown[0]} is not a demo setting (data, step1, multimodal, new_language, quick)")
-    if quick:
-        raw = _merge(raw, _section(raw, "quick", str(path)))
-    data = dict(_section(raw, "data", str(path)))
-    graphs = data.pop("graphs", None)
-    if not (isinstance(graphs, Mapping) and set(graphs) == {"train", "test"}):
-        raise ValueError(f"{path}: data.graphs must be {{train: N, test: M}}, got {graphs!r}")
-    data["instruct"] = tuple(data.get("instruct", ()))
-    step1 = _section(raw, "step1", str(path))
-    unknown = sorted(set(step1) - set(COMPONENTS))
-    if unknown:
-        raise ValueError(f"{path}: step1.{unknown[0]} is not a step-1 component ({', '.join(COMPONENTS)})")
-    components = {
-        name: _build(cls, _section(step1, name, f"{path}: step1"), f"{path}: step1.{name}")
-        for name, cls in COMPONENTS.items()
-    }
+        raise RecipeError([("<root>", f"expected a mapping, got {type(raw).__name__}")], str(path))
+    full, problems = _validate(raw)
+    overlay = raw.get("quick") if isinstance(raw.get("quick"), Mapping) else {}
+    fast, quick_problems = _validate(_merge(raw, overlay) | {"quick": {}})
+    for key, message in quick_problems:  # what quick alone gets wrong, under quick's own key
+        if (key, message) not in problems:
+            problems.append((f"quick.{key}" if _sets(overlay, key) else f"{key} (with quick)", message))
+    if problems:
+        raise RecipeError(problems, str(path))
+    chosen = fast if quick else full
+    assert chosen is not None
     return DemoSettings(
-        sizes=_build(DataSizes, data, f"{path}: data"),
-        graphs=(int(graphs["train"]), int(graphs["test"])),
-        step1=PretrainSettings(**components),
-        multimodal=_overrides(raw, "multimodal", str(path)),
-        new_language=_overrides(raw, "new_language", str(path)),
+        sizes=chosen.data.sizes(),
+        graphs=(chosen.data.graphs.train, chosen.data.graphs.test),
+        step1=chosen.step1,
+        multimodal=tuple(chosen.multimodal),
+        new_language=tuple(chosen.new_language),
     )

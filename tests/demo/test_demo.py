@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from conftest import ROOT, requires_espeak
 from PIL import Image
 
 from mmadapter.cli import main
@@ -19,10 +18,7 @@ from mmadapter.demo.settings import load_demo_settings
 
 QUICK = load_demo_settings(quick=True)
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None,
-    reason="espeak-ng is not installed (scripts/setup_env.sh installs it as root: apt-get install -y espeak-ng)",
-)
+pytestmark = requires_espeak
 
 MULTIMODAL = ROOT / "recipes" / "demo" / "speech_vision_graph.yaml"
 NEW_LANGUAGE = ROOT / "recipes" / "language" / "new_language_projector.yaml"
@@ -40,8 +36,9 @@ def test_relocate_moves_every_demo_path_and_nothing_else(tmp_path: Path) -> None
     assert f"model.llm.name_or_path={tmp_path / 'pretrained' / 'llm'}" in overrides
     assert any(o.startswith("train.stages.1.data.train.0.shards=") for o in overrides)
     assert all(RECIPE_ROOT not in o.split("=", 1)[1] for o in overrides)
-    assert [o for o in relocate(NEW_LANGUAGE, tmp_path) if "init_from" in o] == [
-        f"train.stages.0.init_from={tmp_path / 'speech_vision_graph'}"
+    assert [o for o in relocate(NEW_LANGUAGE, tmp_path) if "init_from" in o or "from" in o] == [
+        f"model.from={tmp_path / 'speech_vision_graph'}",
+        f"train.stages.0.init_from={tmp_path / 'speech_vision_graph'}",
     ]
 
 
@@ -52,16 +49,16 @@ def test_quick_demo_writes_both_artefacts_the_report_and_plots(demo: tuple[Path,
     for name in ("speech_vision_graph", "new_language"):
         assert (out / name / "adapter.safetensors").is_file() and (out / name / "recipe.yaml").is_file()
     assert set(report["reports"]) == {"english", "new_language"}
-    assert set(report["reports"]["english"]) == {"en", "de", "images", "images_instruct", "graphs"}
-    assert set(report["reports"]["new_language"]) == {"en", "de"}
+    held_out = {"en", "de", "images", "images_instruct", "graphs"}
+    assert set(report["reports"]["english"]) == set(report["reports"]["new_language"]) == held_out
     for scores in report["reports"].values():
         assert all(v >= 0.0 for v in scores.values())
     assert [r["task"] for r in report["table"]] == ["speech", "speech", "images", "images, asked otherwise", "graphs"]
     assert {"graphs: graph_topic", "graphs: graph_count", "images: caption"} <= set(report["by_task"])
     assert all(report["examples"].values())
-    # mmadapter infer on held-out files: English and German audio and images, through both artefacts
+    # mmadapter infer on held-out files: English and German audio, images and graphs, through both artefacts
     inferred = report["infer"]
-    assert {r["key"].split("-")[0] for r in inferred} == {"en", "de", "img"} and len(inferred) == 9
+    assert {r["key"].split("-")[0] for r in inferred} == {"en", "de", "img", "graph"} and len(inferred) == 12
     for row in inferred:
         assert isinstance(row["english"], str) and isinstance(row["new_language"], str)
         assert not row["english"].startswith("error:") and not row["new_language"].startswith("error:"), row
@@ -135,7 +132,9 @@ def test_the_demo_recipes_share_one_model_and_the_pretrained_graph_encoder_shape
     from mmadapter.demo.language_model import LlmPretrainSettings
 
     multimodal, language = yaml.safe_load(MULTIMODAL.read_text()), yaml.safe_load(NEW_LANGUAGE.read_text())
-    assert multimodal["model"] == language["model"]  # the new-language recipe copies the artefact's model
+    # the new-language recipe takes its model from the artefact it starts from
+    assert language["model"] == {"from": "runs/demo/speech_vision_graph"}
+    assert language["train"]["stages"][0]["init_from"] == language["model"]["from"]
     graph = dict(multimodal["model"]["encoders"]["graph"])
     assert graph.pop("name") == "gnn" and graph.pop("name_or_path").endswith("pretrained/graph_encoder.safetensors")
     assert graph == GraphPretrainSettings().encoder_options(LlmPretrainSettings().hidden)

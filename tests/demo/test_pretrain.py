@@ -3,11 +3,10 @@ also through the demo recipes, whose stages train only projectors."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
+from conftest import requires_espeak
 from safetensors.torch import load_file
 
 from mmadapter.config import LLMSpec
@@ -24,10 +23,7 @@ from mmadapter.encoders.hf_vision import HfVisionSpec
 from mmadapter.encoders.whisper import WhisperSpec
 from mmadapter.llm import LLMS
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None,
-    reason="espeak-ng is not installed (scripts/setup_env.sh installs it as root: apt-get install -y espeak-ng)",
-)
+pytestmark = requires_espeak
 
 SIZES = DataSizes(speech={"en": 24, "de": 8}, speech_test={"en": 4, "de": 2}, images=40, images_test=8)
 AUDIO = AudioPretrainSettings(

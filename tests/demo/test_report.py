@@ -9,7 +9,15 @@ import pytest
 from PIL import Image
 
 from mmadapter.data.synthetic_instruct import ASR_PROMPTS, CAPTION_PROMPTS, instruct_lines
-from mmadapter.demo.report import EvalRow, format_table, plot_losses, plot_wer_by_language, read_stage_losses
+from mmadapter.demo import report
+from mmadapter.demo.report import (
+    EvalRow,
+    format_table,
+    plot_accuracy_by_task,
+    plot_losses,
+    plot_wer_by_language,
+    read_stage_losses,
+)
 
 
 def test_table_has_one_column_per_artefact_and_dashes_for_missing_scores() -> None:
@@ -34,15 +42,27 @@ def test_stage_losses_are_read_per_stage_from_metrics_jsonl(tmp_path: Path) -> N
     assert read_stage_losses(tmp_path / "metrics.jsonl") == {"align": ([1, 10], [2.0, 1.0]), "instruct": ([5], [0.5])}
 
 
-def test_plots_are_pngs(tmp_path: Path) -> None:
+def test_plots_are_pngs_with_labelled_axes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    labels: dict[str, list[tuple[str, str]]] = {}
+    save = report._save
+
+    def recording_save(plt, fig, path: Path) -> Path:
+        labels[path.name] = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_visible()]
+        return save(plt, fig, path)
+
+    monkeypatch.setattr(report, "_save", recording_save)
     curves = {"step 1: llm": ([1, 2, 3], [3.0, 2.0, 1.0]), "speech_vision: align": ([10, 20], [1.0, 0.5])}
     loss = plot_losses(curves, tmp_path / "plots" / "loss.png", "loss")
     wer = plot_wer_by_language(
         {"english": {"en": 0.05, "de": 0.8}, "new_language": {"en": 0.06, "de": 0.1}}, tmp_path / "wer.png", "WER"
     )
-    for path in (loss, wer):
+    accuracy = plot_accuracy_by_task({"images: caption": 0.97, "graphs: graph_count": 1.0}, tmp_path / "acc.png", "")
+    for path in (loss, wer, accuracy):
         with Image.open(path) as image:
             assert image.format == "PNG" and min(image.size) > 200
+    assert labels["loss.png"] == [("training step", "training loss")] * 2
+    assert labels["wer.png"] == [("language of the held-out spoken digits", "word error rate (%)")]
+    assert labels["acc.png"] == [("exact match (%)", "held-out set: task")]
 
 
 def test_instruction_lines_rephrase_and_ask_questions_deterministically() -> None:

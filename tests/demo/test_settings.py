@@ -9,6 +9,7 @@ import yaml
 
 from mmadapter.demo.audio_encoder import AudioPretrainSettings
 from mmadapter.demo.settings import DEMO_RECIPE, PretrainSettings, load_demo_settings
+from mmadapter.recipe_errors import RecipeError
 
 
 def test_the_full_demo_uses_the_documented_step1_defaults_and_at_most_500_new_language_utterances() -> None:
@@ -57,3 +58,27 @@ def test_a_field_set_in_the_file_reaches_its_training(tmp_path: Path) -> None:
     path = _variant(tmp_path, lambda r: r["step1"]["vision"].update(steps=7))
     assert load_demo_settings(path).step1.vision.steps == 7
     assert load_demo_settings(path, quick=True).step1.vision.steps == 40  # quick still wins
+
+
+def test_every_problem_is_reported_at_once_with_a_close_match(tmp_path: Path) -> None:
+    def edit(r: dict) -> None:
+        r["step1"]["audio"].update(stepz=3)
+        r["step1"]["vision"].update(steps="many")
+        r["data"]["images"] = -1
+
+    with pytest.raises(RecipeError) as e:
+        load_demo_settings(_variant(tmp_path, edit))
+    keys = {key for key, _ in e.value.problems}
+    assert {"step1.audio.stepz", "step1.vision.steps", "data.images"} <= keys
+    assert "did you mean 'steps'?" in dict(e.value.problems)["step1.audio.stepz"]
+    assert "'many'" in dict(e.value.problems)["step1.vision.steps"]
+
+
+def test_a_mistake_in_quick_is_named_under_quick_even_for_the_full_demo(tmp_path: Path) -> None:
+    path = _variant(tmp_path, lambda r: r["quick"]["step1"]["llm"].update(hiden=64))
+    with pytest.raises(RecipeError) as e:
+        load_demo_settings(path)  # not --quick: found before the long run
+    assert [key for key, _ in e.value.problems] == ["quick.step1.llm.hiden"]
+    path = _variant(tmp_path, lambda r: r["quick"]["data"].update(images_test=5000))
+    with pytest.raises(RecipeError, match=r"quick\.data: .*images_test"):
+        load_demo_settings(path, quick=True)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import requires_espeak
 from PIL import Image
 
-from mmadapter.data import synthetic
+from mmadapter.data import espeak, synthetic
 from mmadapter.data.audio import decode_audio
 from mmadapter.data.synthetic import (
     COLOURS,
@@ -31,11 +33,6 @@ from mmadapter.data.synthetic import (
     synthesize_data,
     synthesize_utterance,
     word_spans,
-)
-
-requires_espeak = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None,
-    reason="espeak-ng is not installed (scripts/setup_env.sh installs it as root: apt-get install -y espeak-ng)",
 )
 
 TINY = DataSizes(
@@ -102,15 +99,38 @@ def test_fft_resampling_keeps_pitch_and_duration() -> None:
 
 
 def test_missing_espeak_says_how_to_install_it(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(synthetic.shutil, "which", lambda name: None)
-    with pytest.raises(FileNotFoundError, match=r"apt-get install -y espeak-ng"):
+    monkeypatch.setattr(espeak.shutil, "which", lambda name: None)
+    monkeypatch.setattr(espeak, "_bundled", lambda: None)
+    with pytest.raises(FileNotFoundError, match=r"apt-get install -y espeak-ng.*pip install espeakng-loader"):
         synthesize_data(tmp_path, TINY)
     with pytest.raises(FileNotFoundError, match="espeak-ng is not installed"):
         synthesize_utterance(plan_speech("en", 1, 0)[0], tmp_path / "a.flac")
 
 
-@requires_espeak
-def test_utterances_are_16k_mono_flac_one_digit_per_slot(tmp_path: Path) -> None:
+def test_the_backend_variable_picks_one_or_is_an_error(monkeypatch) -> None:
+    monkeypatch.setenv(espeak.BACKEND_ENV, "festival")
+    with pytest.raises(ValueError, match="MMADAPTER_ESPEAK='festival'"):
+        espeak.espeak_command()
+    monkeypatch.setenv(espeak.BACKEND_ENV, "system")
+    monkeypatch.setattr(espeak.shutil, "which", lambda name: None)
+    with pytest.raises(espeak.EspeakMissing, match=r"MMADAPTER_ESPEAK=system"):
+        espeak.espeak_command()  # the bundled one is not taken when the system one is asked for
+    monkeypatch.setattr(espeak.shutil, "which", lambda name: "/opt/bin/espeak-ng")
+    assert espeak.espeak_command() == ("/opt/bin/espeak-ng",)
+    monkeypatch.setenv(espeak.BACKEND_ENV, "bundled")
+    monkeypatch.setattr(espeak, "_bundled", lambda: ("python", "espeak_bundled.py"))
+    assert espeak.espeak_command() == ("python", "espeak_bundled.py")
+
+
+BACKENDS = [
+    pytest.param("system", marks=pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="no espeak-ng program")),
+    pytest.param("bundled", marks=pytest.mark.skipif(espeak._bundled() is None, reason="no espeakng-loader wheel")),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_utterances_are_16k_mono_flac_one_digit_per_slot(backend: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(espeak.BACKEND_ENV, backend)
     slot = round(SLOT_S * 16000)
     for lang in LANGUAGES:
         for utt in plan_speech(lang, 4, seed=5):
@@ -141,6 +161,19 @@ def test_word_spans_merge_closures_and_the_closest_runs() -> None:
         word_spans(wave, rate, 3, "k")
     placed = paced([tone, tone[: rate // 10]], [0.0, 0.02])
     assert placed.size == SLOTS * round(SLOT_S * rate) and placed[round(SLOT_S * rate) + 400] != 0
+
+
+@pytest.mark.skipif(espeak._bundled() is None, reason="no espeakng-loader wheel")
+def test_the_bundled_espeak_runs_one_small_process_per_utterance_and_repeats_itself(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv(espeak.BACKEND_ENV, "bundled")
+    command = espeak.espeak_command()
+    assert command[:3] == (sys.executable, "-I", "-S") and command[3].endswith("espeak_bundled.py")
+    utt = plan_speech("fr", 1, seed=4)[0]
+    for name in ("a", "b"):
+        synthesize_utterance(utt, tmp_path / f"{name}.flac")
+    assert (tmp_path / "a.flac").read_bytes() == (tmp_path / "b.flac").read_bytes()
+    with pytest.raises(RuntimeError, match="no voice 'xx\\+m1'"):
+        synthesize_utterance(Utterance("k", "fr", (1, 2, 3), "xx+m1", 170, 50, (0.0,) * 3, 0), tmp_path / "c.flac")
 
 
 def _digest(root: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TINY_RECIPE, requires_cuda, tiny_recipe
+from conftest import ROOT, TINY_RECIPE, nudged_artefact, requires_cuda, tiny_recipe
 from safetensors.torch import load_file
 
 from mmadapter.cli import main
@@ -155,17 +155,22 @@ NON_GRAPH_RECIPES = sorted(
 @pytest.mark.parametrize("path", NON_GRAPH_RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_recipe_validates_and_trains_two_steps_with_test_components(path: Path, tmp_path: Path) -> None:
     data = yaml.safe_load(path.read_text())
-    Recipe.from_dict(data)  # the recipe as written
     model = data.setdefault("model", {})
-    model["llm"] = {"name": "causal_lm_test"}
-    for modality, enc in model.get("encoders", {}).items():
-        model["encoders"][modality] = {"name": enc["name"].removesuffix("_test") + "_test"}
+    base = None
+    if "from" in model:  # continues from a trained artefact (model.from and init_from): a tiny one here
+        base = str(nudged_artefact(tmp_path / "base"))
+        model["from"] = base
+    Recipe.from_dict(data)  # the recipe as written
+    if base is None:
+        model["llm"] = {"name": "causal_lm_test"}
+        for modality, enc in model.get("encoders", {}).items():
+            model["encoders"][modality] = {"name": enc["name"].removesuffix("_test") + "_test"}
     # The test shards mix audio, image and text samples: a single-modality recipe skips the others.
     data["data"] = {"train": [{"shards": SHARDS}], "max_tokens": 512, "num_workers": 0, "max_bad_fraction": 1.0}
     train_cfg = data.setdefault("train", {})
     train_cfg |= {"val_every": None, "activation_checkpointing": False, "strategy": "auto", "devices": 1}
     for stage in train_cfg.get("stages", []):
-        stage |= {"max_steps": 2, "init_from": None, "data": None}
+        stage |= {"max_steps": 2, "init_from": base if stage.get("init_from") else None, "data": None}
     train(Recipe.from_dict(data), tmp_path / "run")
     assert (tmp_path / "run" / "adapter.safetensors").exists()
 
