@@ -9,6 +9,7 @@ llm: {attn: sdpa}}``), and overrides reach them as usual (``model.from=runs/othe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import yaml
 
 from mmadapter.recipe_errors import RecipeError
 
-__all__ = ["FROM_KEY", "resolve_model_from"]
+__all__ = ["FROM_KEY", "merge_mappings", "resolve_model_from"]
 
 FROM_KEY = "from"
 
@@ -44,14 +45,15 @@ def resolve_model_from(data: dict[str, Any], source: str | None = None) -> None:
         raise RecipeError([("model.from", f"{recipe} is not valid YAML: {e}")], source) from e
     if not isinstance(base, dict) or not isinstance(base.get("model"), dict):
         raise RecipeError([("model.from", f"{recipe} has no model mapping")], source)
-    data["model"] = _merged(base["model"], extra)
+    data["model"] = merge_mappings(base["model"], extra)
 
 
-def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_mappings(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged onto ``base``: mappings key by key, anything else (lists too) replaced."""
     out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_mappings(out[key], value)
         else:
             out[key] = value
     return out

@@ -26,6 +26,7 @@ from mmadapter.demo.graph_encoder import GraphPretrainSettings
 from mmadapter.demo.language_model import LlmPretrainSettings
 from mmadapter.demo.vision_encoder import VisionPretrainSettings
 from mmadapter.recipe_errors import RecipeError, describe_error
+from mmadapter.recipe_from import merge_mappings
 
 __all__ = ["DEMO_RECIPE", "DemoFile", "DemoSettings", "PretrainSettings", "load_demo_settings"]
 
@@ -102,15 +103,6 @@ class DemoSettings:
     new_language: tuple[str, ...] = ()
 
 
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
-        )
-    return out
-
-
 def _validate(raw: Mapping[str, Any]) -> tuple[DemoFile | None, list[tuple[str, str]]]:
     """``raw`` validated, or its problems as ``(dotted key, message)``."""
     try:
@@ -151,7 +143,7 @@ def load_demo_settings(path: Path | str = DEMO_RECIPE, quick: bool = False) -> D
         raise RecipeError([("<root>", f"expected a mapping, got {type(raw).__name__}")], str(path))
     full, problems = _validate(raw)
     overlay = raw.get("quick") if isinstance(raw.get("quick"), Mapping) else {}
-    fast, quick_problems = _validate(_merge(raw, overlay) | {"quick": {}})
+    fast, quick_problems = _validate(merge_mappings(raw, overlay) | {"quick": {}})
     for key, message in quick_problems:  # what quick alone gets wrong, under quick's own key
         if (key, message) not in problems:
             problems.append((f"quick.{key}" if _sets(overlay, key) else f"{key} (with quick)", message))
