@@ -110,6 +110,9 @@ class ModelConfig(_Section):
 class ShardSet(_Section):
     shards: str | list[str]
     weight: float = Field(1.0, gt=0)
+    max_samples: int | None = Field(
+        None, gt=0, description="only the set's first N samples, in the order its shards are listed (local shards)"
+    )
 
 
 class DataConfig(_Section):

@@ -4,6 +4,7 @@ The stream is a visible list of small stages (:func:`sample_stages`), each a fun
 
     shard URLs (epoch order or resampled, split by rank and worker, seeded)
     → tar members (webdataset's ``tarfile_to_samples``; truncated tars counted)
+    → the set's first ``max_samples`` only, when it has a budget (:mod:`mmadapter.data.budget`)
     → seeded sample shuffle
     → our decode (:func:`mmadapter.data.members.decode_sample`; never webdataset's decoders)
     → prepare (the model's encoder transforms, placeholder expansion, chat-template labels)
@@ -32,6 +33,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from mmadapter.batch import MultimodalBatch, Sample
 from mmadapter.config import DataConfig, ShardSet
+from mmadapter.data.budget import SampleBudget, first_samples
 from mmadapter.data.members import DecodedSample, decode_sample
 from mmadapter.data.packing import batch_stream
 from mmadapter.data.skips import BadSample, SkipCounter
@@ -92,10 +94,11 @@ def shard_order(urls: Sequence[str], pos: StreamPosition) -> list[str]:
     return order[pos.rank :: pos.world_size][pos.worker :: pos.num_workers]
 
 
-def resampled_order(urls: Sequence[str], rng: random.Random) -> Iterator[str]:
-    """Resampled mode: an endless stream of shards drawn with replacement."""
+def resampled_order(urls: Sequence[str], rng: random.Random, weights: Sequence[int] | None = None) -> Iterator[str]:
+    """Resampled mode: an endless stream of shards drawn with replacement (in proportion to ``weights``, the
+    samples each holds, when given)."""
     while True:
-        yield rng.choice(urls)
+        yield rng.choice(urls) if weights is None else rng.choices(urls, weights=weights)[0]
 
 
 def mix(streams: Sequence[Iterator[Any]], weights: Sequence[float], rng: random.Random) -> Iterator[Any]:
@@ -115,13 +118,15 @@ def sample_stages(
     counter: SkipCounter,
     shuffle_buffer: int,
     rng: random.Random,
+    budget: SampleBudget | None = None,
 ) -> Iterator[Sample]:
-    """The per-shard-set stages, from shard URLs to prepared samples."""
+    """The per-shard-set stages, from shard URLs to prepared samples (only the ``budget``'s, when given)."""
     tars = _TarErrors(counter)
     pipeline = wds.DataPipeline(
         lambda: ({"url": url} for url in urls),
         tars.check_tail,
         wds.tarfile_to_samples(handler=tars.handler),
+        wds.select(budget.keeps) if budget is not None else _same,
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=rng) if shuffle_buffer > 1 else _same,
         _guarded(lambda raw: decode_sample(raw), counter, "decode"),
         _guarded(prepare, counter, "prepare", last=True),
@@ -155,7 +160,15 @@ class ShardStream(IterableDataset):
         super().__init__()
         if not sets:
             raise ValueError("no shard sets given (data.train / data.val is empty)")
-        self.urls = [expand_shards(s.shards, base) for s in sets]
+        self.urls: list[list[str]] = []
+        self.budgets: list[SampleBudget | None] = []
+        for s in sets:
+            urls = expand_shards(s.shards, base)
+            budget = None if s.max_samples is None else first_samples(urls, s.max_samples)
+            if budget is not None and not budget.keys:
+                raise ValueError(f"shard set {s.shards!r}: max_samples={s.max_samples}, but its shards hold no samples")
+            self.urls.append(urls if budget is None else budget.urls)  # a budget reads only the shards it needs
+            self.budgets.append(budget)
         self.weights = [s.weight for s in sets]
         self.prepare = prepare
         self.data = data
@@ -170,9 +183,13 @@ class ShardStream(IterableDataset):
             pos = StreamPosition(pos.seed, pos.epoch, pos.rank, pos.world_size, info.id, info.num_workers)
         counter = SkipCounter()
         streams = []
-        for i, urls in enumerate(self.urls):
-            order = resampled_order(urls, pos.rng("resample", i)) if self.resampled else iter(shard_order(urls, pos))
-            streams.append(sample_stages(order, self.prepare, counter, self.data.shuffle_buffer, pos.rng("shuffle", i)))
+        for i, (urls, budget) in enumerate(zip(self.urls, self.budgets, strict=True)):
+            if self.resampled:
+                order = resampled_order(urls, pos.rng("resample", i), None if budget is None else budget.shard_weights)
+            else:
+                order = iter(shard_order(urls, pos))
+            rng = pos.rng("shuffle", i)
+            streams.append(sample_stages(order, self.prepare, counter, self.data.shuffle_buffer, rng, budget))
         samples = mix(streams, self.weights, pos.rng("mix"))
         reported = SkipCounter()
 

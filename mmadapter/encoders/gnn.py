@@ -60,7 +60,9 @@ class GnnSpec(EncoderSpec):
         edge_dim: Edge feature width A; the graphs' ``edge_attr`` is used only when set (``gat`` and ``gin``).
         heads: Attention heads of ``gat``; must divide ``hidden``.
         node_text: Take node features from the graphs' ``node_text`` instead of ``x``: ``llm_embeddings`` (mean of
-            the frozen LLM's input embeddings of each text's tokens; ``in_dim`` must be the LLM width) or
+            the LLM's input embeddings of each text's tokens as loaded, before any training: fixed features,
+            computed once in the data workers and cached, even in a stage that trains the LLM; ``in_dim`` must
+            be the LLM width) or
             ``{encoder: <HF text encoder>}`` (its mean-pooled last hidden state; ``in_dim`` its width), with
             ``max_length``, ``cache_dir`` and more (:class:`~mmadapter.data.node_text.NodeTextSpec`). ``None``:
             numeric ``x``.

@@ -42,6 +42,12 @@ def test_relocate_moves_every_demo_path_and_nothing_else(tmp_path: Path) -> None
     ]
 
 
+def test_the_new_language_recipe_takes_at_most_500_utterances_of_it() -> None:
+    new, english = yaml.safe_load(NEW_LANGUAGE.read_text())["data"]["train"]
+    assert "speech_de" in new["shards"] and 0 < new["max_samples"] <= 500
+    assert "speech_en" in english["shards"] and english["weight"] < new["weight"]
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_quick_demo_writes_both_artefacts_the_report_and_plots(demo: tuple[Path, dict]) -> None:

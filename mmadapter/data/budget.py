@@ -1,0 +1,80 @@
+"""A shard set's sample budget (``max_samples``): only its first N samples, read from the tar headers.
+
+A recipe that fine-tunes on "at most 500 utterances of the new language" should hold to it whatever the shards
+contain. :func:`first_samples` lists the members of a set's shards in the order the set names them (within a
+shard, in stored order) and keeps the first ``n`` sample keys, grouping members by key exactly as webdataset does
+(the key is the member path up to the first dot of its file name). The stream then reads only the shards that
+hold them and drops every other sample before decoding, so a budget costs a scan of tar headers, not a decode.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SampleBudget", "first_samples", "sample_key"]
+
+
+def sample_key(member: str) -> str:
+    """The webdataset key of a tar member: ``"dir/utt-01.audio.flac"`` → ``"dir/utt-01"``."""
+    head, slash, name = member.rpartition("/")
+    return f"{head}{slash}{name.split('.', 1)[0]}"
+
+
+@dataclass(frozen=True)
+class SampleBudget:
+    """The first ``len(keys)`` samples of a shard set: ``keys`` as ``(url, key)``, ``counts`` per shard URL."""
+
+    keys: frozenset[tuple[str, str]]
+    counts: dict[str, int]
+
+    @property
+    def urls(self) -> list[str]:
+        """The shards that hold the budget's samples, in the set's order."""
+        return list(self.counts)
+
+    @property
+    def shard_weights(self) -> list[int]:
+        """The budget's samples in each of :attr:`urls` (resampled shards are drawn in proportion)."""
+        return list(self.counts.values())
+
+    def keeps(self, sample: dict) -> bool:
+        return (sample.get("__url__"), sample.get("__key__")) in self.keys
+
+
+def first_samples(urls: Sequence[str], n: int) -> SampleBudget:
+    """The first ``n`` samples of the shards ``urls`` (local tar files), or all of them when there are fewer.
+    A bad sample among them still takes its place in the budget (the stream skips and counts it as ever).
+
+    Raises:
+        ValueError: ``n`` is not positive, or a URL is not a local file (a ``pipe:`` or remote shard cannot be
+            listed before it is streamed).
+        tarfile.TarError: a shard is not a readable tar (``mmadapter shard`` writes readable ones); a shard cut
+            short is listed up to the cut.
+    """
+    if n < 1:
+        raise ValueError(f"max_samples must be positive, got {n}")
+    keys: set[tuple[str, str]] = set()
+    counts: dict[str, int] = {}
+    for url in urls:
+        if not Path(url).is_file():
+            raise ValueError(f"max_samples needs local shard files to count samples in, got {url!r}")
+        last = None
+        with tarfile.open(url, "r:") as tar:
+            try:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    key = sample_key(member.name)
+                    if key == last:
+                        continue
+                    if len(keys) == n:
+                        return SampleBudget(frozenset(keys), counts)
+                    keys.add((url, key))
+                    counts[url] = counts.get(url, 0) + 1
+                    last = key
+            except (tarfile.ReadError, EOFError):
+                pass  # a truncated shard: the stream counts it; its members before the cut still count here
+    return SampleBudget(frozenset(keys), counts)
