@@ -24,7 +24,7 @@ apt_install() {  # package: install it with apt-get when permitted; fails otherw
 ldconfig -p 2>/dev/null | grep -q libsndfile || apt_install libsndfile1 || true
 # espeak-ng speaks the offline demo's synthetic speech (mmadapter/data/synthetic.py).
 command -v espeak-ng >/dev/null || apt_install espeak-ng ||
-  echo "note: espeak-ng is not installed (needs apt-get as root or with sudo): the demo needs it" >&2
+  echo "note: espeak-ng is not installed (needs apt-get as root or with sudo): the demo speaks its digits with the copy the espeakng-loader wheel bundles" >&2
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 # shellcheck disable=SC1091

@@ -25,16 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from mmadapter.data.synthetic import LANGUAGES, SyntheticData
 from mmadapter.demo.audio_encoder import pretrain_audio_encoder
 from mmadapter.demo.data import make_demo_data
-from mmadapter.demo.graph_encoder import pretrain_graph_encoder
-from mmadapter.demo.language_model import pretrain_llm
+from mmadapter.demo.graph_encoder import GraphPretrainSettings, pretrain_graph_encoder
+from mmadapter.demo.language_model import LlmPretrainSettings, pretrain_llm
 from mmadapter.demo.settings import DEMO_RECIPE, PretrainSettings, load_demo_settings
-from mmadapter.demo.steps import PretrainResult
+from mmadapter.demo.steps import PretrainResult, side_by_side
 from mmadapter.demo.vision_encoder import pretrain_vision_encoder
 
 __all__ = [
@@ -51,7 +53,11 @@ def pretrain_all(
     data: SyntheticData, out_dir: Path | str, settings: PretrainSettings | None = None, seed: int = 0
 ) -> dict[str, PretrainResult]:
     """Run the four step-1 trainings on ``data`` into ``out_dir/{audio_encoder,vision_encoder,llm}`` and
-    ``out_dir/graph_encoder.safetensors`` (the graph encoder reads node texts through the LLM: it comes last).
+    ``out_dir/graph_encoder.safetensors`` (the graph encoder reads node texts through the LLM: it follows it).
+
+    With ``settings.side_by_side`` the vision encoder, and the LLM then the graph encoder, train at once in two
+    processes of one thread each (their printed output, kept in ``out_dir/<name>.log``, is shown as each ends),
+    then the audio encoder; otherwise all four one after the other.
 
     Args:
         settings: The four trainings' settings (``recipes/demo/demo.yaml``'s ``step1``); default: the defaults.
@@ -62,37 +68,39 @@ def pretrain_all(
     settings = settings or PretrainSettings()
     out = Path(out_dir)
     speech = [f"speech_{lang}" for lang in LANGUAGES if f"speech_{lang}" in data.manifests]
+    texts = ["speech_en", "images", "speech_en_instruct", "images_instruct", "graphs"]
+    audio = ([data.manifests[s]["train"] for s in speech], [data.manifests[s]["test"] for s in speech])
+    images = ([data.manifests["images"]["train"]], [data.manifests["images"]["test"]])
+    llm_tests = [data.manifests[s]["test"] for s in texts if s in data.manifests]
     print("[demo] step 1: the tiny components learn what pretrained ones would already know")
-    results = {
-        "audio_encoder": pretrain_audio_encoder(
-            [data.manifests[s]["train"] for s in speech],
-            [data.manifests[s]["test"] for s in speech],
-            out / "audio_encoder",
-            settings.audio,
-            seed,
-        ),
-        "vision_encoder": pretrain_vision_encoder(
-            [data.manifests["images"]["train"]],
-            [data.manifests["images"]["test"]],
-            out / "vision_encoder",
-            settings.vision,
-            seed,
-        ),
-        "llm": pretrain_llm(
-            [
-                data.manifests[s]["test"]
-                for s in ["speech_en", "images", "speech_en_instruct", "images_instruct", "graphs"]
-                if s in data.manifests
-            ],
-            out / "llm",
-            settings.llm,
-            seed,
-        ),
+    if settings.side_by_side:
+        one = replace(settings.vision, threads=1), replace(settings.llm, threads=1), replace(settings.graph, threads=1)
+        print("[demo] the vision encoder, and the LLM then the graph encoder, side by side (one core each)")
+        results = side_by_side(
+            {
+                "vision_encoder": (pretrain_vision_encoder, (*images, out / "vision_encoder", one[0], seed)),
+                "llm": (_llm_then_graph, (llm_tests, out, one[1], one[2], seed)),
+            },
+            out,
+        )
+        results |= results.pop("llm")
+    else:
+        results = {
+            "vision_encoder": pretrain_vision_encoder(*images, out / "vision_encoder", settings.vision, seed),
+            **_llm_then_graph(llm_tests, out, settings.llm, settings.graph, seed),
+        }
+    results["audio_encoder"] = pretrain_audio_encoder(*audio, out / "audio_encoder", settings.audio, seed)
+    return {name: results[name] for name in ("audio_encoder", "vision_encoder", "llm", "graph_encoder")}
+
+
+def _llm_then_graph(
+    tests: list[Path], out: Path, llm: LlmPretrainSettings, graph: GraphPretrainSettings, seed: int
+) -> dict[str, PretrainResult]:
+    """The LLM, then the graph encoder over node features from its input embeddings."""
+    return {
+        "llm": pretrain_llm(tests, out / "llm", llm, seed),
+        "graph_encoder": pretrain_graph_encoder(out / "llm", out / "graph_encoder.safetensors", graph, seed),
     }
-    results["graph_encoder"] = pretrain_graph_encoder(
-        out / "llm", out / "graph_encoder.safetensors", settings.graph, seed
-    )
-    return results
 
 
 def summary(results: dict[str, PretrainResult]) -> dict[str, dict[str, object]]:
@@ -122,10 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
+    start = time.perf_counter()
     results = pretrain_all(data, args.out / "pretrained", settings.step1, seed=args.seed)
+    total = time.perf_counter() - start
     report = summary(results)
     (args.out / "pretrained" / "step1.json").write_text(json.dumps(report, indent=2) + "\n")
-    total = sum(r.seconds for r in results.values())
     print(f"[demo] step 1 done in {total:.0f} s: {args.out / 'pretrained'} (metrics in step1.json)")
     return 0
 

@@ -4,10 +4,12 @@ training loop step 1 shares."""
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import random
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PretrainResult", "cpu_threads", "epochs", "fit", "mmadapter_command", "pretraining", "timed"]
+__all__ = [
+    "PretrainResult",
+    "cpu_threads",
+    "epochs",
+    "fit",
+    "mmadapter_command",
+    "pretraining",
+    "side_by_side",
+    "timed",
+]
 
 
 @dataclass
@@ -82,6 +93,30 @@ def pretraining(label: str, path: Path, threads: int | None, seed: int) -> Itera
         torch.manual_seed(seed)
         yield result
     result.seconds = timings[label]
+
+
+def side_by_side(jobs: Mapping[str, tuple[Callable[..., Any], tuple[Any, ...]]], log_dir: Path) -> dict[str, Any]:
+    """Run ``fn(*args)`` of each job at once, each in a fresh process (spawned: nothing of this process's thread
+    pools is inherited), and return their results by job name.
+
+    What a job prints goes to ``log_dir/<name>.log`` and is printed here, whole, as the job ends, so that the
+    jobs' lines never interleave. An exception in a job is raised here once every job has ended.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
+        futures = {pool.submit(_logged, log_dir / f"{name}.log", fn, args): name for name, (fn, args) in jobs.items()}
+        results: dict[str, Any] = {}
+        for future in as_completed(futures):
+            name = futures[future]
+            print((log_dir / f"{name}.log").read_text(), end="", flush=True)
+            results[name] = future.result()
+    return results
+
+
+def _logged(log: Path, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    with log.open("w", buffering=1) as f, redirect_stdout(f), redirect_stderr(f):
+        return fn(*args)
 
 
 def epochs(n: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:

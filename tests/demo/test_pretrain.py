@@ -3,6 +3,8 @@ also through the demo recipes, whose stages train only projectors."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,11 +14,13 @@ from safetensors.torch import load_file
 from mmadapter.config import LLMSpec
 from mmadapter.data.synthetic import DataSizes, SyntheticData, plan_images, render_image, synthesize_data
 from mmadapter.data.synthetic_graphs import COUNT_WORDS, TOPICS, random_graph
-from mmadapter.demo.audio_encoder import AudioPretrainSettings, pretrain_audio_encoder
-from mmadapter.demo.graph_encoder import GraphPretrainSettings, pretrain_graph_encoder
-from mmadapter.demo.language_model import LlmPretrainSettings, generate_answers, pretrain_llm, text_example
-from mmadapter.demo.steps import PretrainResult
-from mmadapter.demo.vision_encoder import VisionPretrainSettings, pretrain_vision_encoder, slot_labels
+from mmadapter.demo.audio_encoder import AudioPretrainSettings
+from mmadapter.demo.graph_encoder import GraphPretrainSettings
+from mmadapter.demo.language_model import LlmPretrainSettings, generate_answers, text_example
+from mmadapter.demo.pretrain import pretrain_all
+from mmadapter.demo.settings import PretrainSettings
+from mmadapter.demo.steps import PretrainResult, side_by_side
+from mmadapter.demo.vision_encoder import VisionPretrainSettings, slot_labels
 from mmadapter.encoders import ENCODERS
 from mmadapter.encoders.gnn import GnnSpec
 from mmadapter.encoders.hf_vision import HfVisionSpec
@@ -47,25 +51,25 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> SyntheticData:
 
 @pytest.fixture(scope="module")
 def pretrained(data: SyntheticData, tmp_path_factory: pytest.TempPathFactory) -> dict[str, PretrainResult]:
-    out = tmp_path_factory.mktemp("pretrained")
-    speech = ["speech_en", "speech_de"]
-    return {
-        "audio": pretrain_audio_encoder(
-            [data.manifests[s]["train"] for s in speech],
-            [data.manifests[s]["test"] for s in speech],
-            out / "audio_encoder",
-            AUDIO,
-        ),
-        "vision": pretrain_vision_encoder(
-            [data.manifests["images"]["train"]], [data.manifests["images"]["test"]], out / "vision_encoder", VISION
-        ),
-        "llm": pretrain_llm([data.manifests["speech_en"]["test"], data.manifests["images"]["test"]], out / "llm", LLM),
-    }
+    """All four, one after the other (the quick demo runs them side by side)."""
+    settings = PretrainSettings(side_by_side=False, audio=AUDIO, vision=VISION, llm=LLM, graph=GRAPH)
+    results = pretrain_all(data, tmp_path_factory.mktemp("pretrained"), settings)
+    assert list(results) == ["audio_encoder", "vision_encoder", "llm", "graph_encoder"]
+    return {"audio": results["audio_encoder"], "vision": results["vision_encoder"], **results}
 
 
 @pytest.fixture(scope="module")
-def graph_encoder(pretrained: dict[str, PretrainResult], tmp_path_factory: pytest.TempPathFactory) -> PretrainResult:
-    return pretrain_graph_encoder(pretrained["llm"].path, tmp_path_factory.mktemp("gnn") / "gnn.safetensors", GRAPH)
+def graph_encoder(pretrained: dict[str, PretrainResult]) -> PretrainResult:
+    return pretrained["graph_encoder"]
+
+
+def test_side_by_side_returns_each_result_and_keeps_each_jobs_output_apart(tmp_path: Path, capsys) -> None:
+    results = side_by_side({"a": (print, ("from a",)), "b": (divmod, (7, 2))}, tmp_path)
+    assert results == {"a": None, "b": (3, 1)}
+    assert (tmp_path / "a.log").read_text() == "from a\n" and (tmp_path / "b.log").read_text() == ""
+    assert "from a\n" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="invalid literal"):
+        side_by_side({"bad": (int, ("x",))}, tmp_path)
 
 
 @pytest.mark.slow
