@@ -57,8 +57,11 @@ def test_quick_demo_writes_both_artefacts_the_report_and_plots(demo: tuple[Path,
     assert set(report["reports"]) == {"english", "new_language"}
     held_out = {"en", "de", "images", "images_instruct", "graphs"}
     assert set(report["reports"]["english"]) == set(report["reports"]["new_language"]) == held_out
-    for scores in report["reports"].values():
-        assert all(v >= 0.0 for v in scores.values())
+    # small settings, but real learning: every score moves off its floor (154 s on 2 cores: English WER 40%,
+    # German 89.5% → 69.8% after the projector step, captions 15%, graphs 55%)
+    english, new_language = report["reports"]["english"], report["reports"]["new_language"]
+    assert english["en"] < 0.8 and new_language["de"] < english["de"] < 1.0
+    assert min(english["images"], english["images_instruct"], english["graphs"]) > 0.0
     assert [r["task"] for r in report["table"]] == ["speech", "speech", "images", "images, asked otherwise", "graphs"]
     assert {"graphs: graph_topic", "graphs: graph_count", "images: caption"} <= set(report["by_task"])
     assert all(report["examples"].values())

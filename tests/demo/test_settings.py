@@ -23,7 +23,7 @@ def test_the_full_demo_uses_the_documented_step1_defaults_and_at_most_500_new_la
 
 def test_quick_merges_over_the_full_settings_key_by_key() -> None:
     full, quick = load_demo_settings(), load_demo_settings(quick=True)
-    assert quick.step1.audio.steps == 60 and quick.step1.audio.steps < full.step1.audio.steps
+    assert quick.step1.audio.d_model == 96 and quick.step1.audio.d_model < full.step1.audio.d_model
     assert quick.step1.audio.heads == AudioPretrainSettings().heads  # not in quick: the default stays
     assert quick.sizes.speech["en"] < full.sizes.speech["en"] and quick.sizes.instruct == full.sizes.instruct
     assert quick.graphs == (120, 40)
@@ -57,7 +57,7 @@ def test_a_bad_key_or_value_is_an_error_naming_it(tmp_path: Path, edit, named: s
 def test_a_field_set_in_the_file_reaches_its_training(tmp_path: Path) -> None:
     path = _variant(tmp_path, lambda r: r["step1"]["vision"].update(steps=7))
     assert load_demo_settings(path).step1.vision.steps == 7
-    assert load_demo_settings(path, quick=True).step1.vision.steps == 40  # quick still wins
+    assert load_demo_settings(path, quick=True).step1.vision.steps == 250  # quick still wins
 
 
 def test_every_problem_is_reported_at_once_with_a_close_match(tmp_path: Path) -> None:
