@@ -3,7 +3,7 @@
 A recipe that fine-tunes on "at most 500 utterances of the new language" should hold to it whatever the shards
 contain. :func:`first_samples` lists the members of a set's shards in the order the set names them (within a
 shard, in stored order) and keeps the first ``n`` sample keys, grouping members by key exactly as webdataset does
-(the key is the member path up to the first dot of its file name). The stream then reads only the shards that
+(webdataset's ``base_plus_ext``). The stream then reads only the shards that
 hold them and drops every other sample before decoding, so a budget costs a scan of tar headers, not a decode.
 """
 
@@ -14,13 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from webdataset.tariterators import base_plus_ext
+
 __all__ = ["SampleBudget", "first_samples", "sample_key"]
 
 
-def sample_key(member: str) -> str:
-    """The webdataset key of a tar member: ``"dir/utt-01.audio.flac"`` → ``"dir/utt-01"``."""
-    head, slash, name = member.rpartition("/")
-    return f"{head}{slash}{name.split('.', 1)[0]}"
+def sample_key(member: str) -> str | None:
+    """The webdataset key of a tar member (``"dir/utt-01.audio.flac"`` → ``"dir/utt-01"``), by webdataset's own
+    rule; ``None`` for a member with no extension, which webdataset skips."""
+    return base_plus_ext(member)[0]
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def first_samples(urls: Sequence[str], n: int) -> SampleBudget:
                     if not member.isfile():
                         continue
                     key = sample_key(member.name)
-                    if key == last:
+                    if key is None or key == last:
                         continue
                     if len(keys) == n:
                         return SampleBudget(frozenset(keys), counts)

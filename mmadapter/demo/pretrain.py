@@ -74,12 +74,12 @@ def pretrain_all(
     llm_tests = [data.manifests[s]["test"] for s in texts if s in data.manifests]
     print("[demo] step 1: the tiny components learn what pretrained ones would already know")
     if settings.side_by_side:
-        one = replace(settings.vision, threads=1), replace(settings.llm, threads=1), replace(settings.graph, threads=1)
+        vision, llm, graph = (replace(s, threads=1) for s in (settings.vision, settings.llm, settings.graph))
         print("[demo] the vision encoder, and the LLM then the graph encoder, side by side (one core each)")
         results = side_by_side(
             {
-                "vision_encoder": (pretrain_vision_encoder, (*images, out / "vision_encoder", one[0], seed)),
-                "llm": (_llm_then_graph, (llm_tests, out, one[1], one[2], seed)),
+                "vision_encoder": (pretrain_vision_encoder, (*images, out / "vision_encoder", vision, seed)),
+                "llm": (_llm_then_graph, (llm_tests, out, llm, graph, seed)),
             },
             out,
         )

@@ -33,7 +33,7 @@ def budget_stream(model: MultimodalLM, shards: str, n: int, *, resampled: bool) 
 def test_sample_key_is_webdatasets_grouping() -> None:
     assert sample_key("utt-01.audio.flac") == "utt-01"
     assert sample_key("de/train/utt-01.json") == "de/train/utt-01"
-    assert sample_key("a.b/utt.json") == "a.b/utt"
+    assert sample_key("a.b/utt.json") == "a.b/utt" and sample_key("README") is None
 
 
 def test_first_samples_counts_samples_not_members_and_stops_at_the_budget() -> None:
