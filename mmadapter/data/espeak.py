@@ -10,12 +10,17 @@ driven by :mod:`mmadapter.data.espeak_bundled`, one process per utterance. ``MMA
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 
-__all__ = ["BACKEND_ENV", "EspeakMissing", "espeak_available", "espeak_command"]
+__all__ = ["BACKEND_ENV", "EspeakMissing", "Speaker", "espeak_available", "espeak_command"]
 
 BACKEND_ENV = "MMADAPTER_ESPEAK"
 BUNDLED_SCRIPT = Path(__file__).with_name("espeak_bundled.py")
@@ -67,3 +72,64 @@ def espeak_available() -> bool:
     except (EspeakMissing, ValueError):
         return False
     return True
+
+
+class Speaker:
+    """Speaks utterances with an espeak-ng command line (default :func:`espeak_command`); safe to share between
+    threads, which then speak in parallel. Close it (or use it as a context manager) to stop its servers."""
+
+    def __init__(self, command: Sequence[str] | None = None) -> None:
+        self.command = tuple(command) if command is not None else espeak_command()
+        self.serves = hasattr(os, "fork") and str(BUNDLED_SCRIPT) in self.command
+        self._local = threading.local()
+        self._servers: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+
+    def wav(self, voice: str, rate: int, pitch: int, gap: int, text: str) -> bytes:
+        """``text`` in ``voice`` at ``rate`` words per minute, ``pitch`` (0–99) and ``gap`` (10 ms units between
+        words), as the WAV espeak-ng prints.
+
+        Raises:
+            RuntimeError: espeak-ng failed or printed no audio; the message holds its command and error.
+        """
+        if self.serves:
+            return self._ask(dict(voice=voice, rate=rate, pitch=pitch, gap=gap, text=text))
+        cmd = [*self.command, "--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch), "-g", str(gap), text]
+        result = subprocess.run(cmd, capture_output=True, check=False)
+        if result.returncode != 0 or len(result.stdout) < 100:
+            raise RuntimeError(f"espeak-ng failed ({' '.join(cmd)}): {result.stderr.decode().strip()}")
+        return result.stdout
+
+    def _ask(self, request: dict) -> bytes:
+        server = getattr(self._local, "server", None)
+        if server is None:
+            server = subprocess.Popen([*self.command, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            with self._lock:
+                self._servers.append(server)
+            self._local.server = server
+        try:
+            server.stdin.write((json.dumps(request) + "\n").encode())
+            server.stdin.flush()
+            status, size = server.stdout.readline().split()
+            payload = server.stdout.read(int(size))
+        except (OSError, ValueError) as e:
+            raise RuntimeError(f"the espeak-ng server ({' '.join(self.command)} --serve) stopped: {e}") from e
+        if status != b"ok" or len(payload) < 100:
+            raise RuntimeError(f"espeak-ng failed ({' '.join(self.command)}): {payload.decode(errors='replace')}")
+        return payload
+
+    def close(self) -> None:
+        """Stop the servers (each ends at the end of its input); the speaker starts new ones if used again."""
+        with self._lock:
+            servers, self._servers = self._servers, []
+        self._local = threading.local()
+        for server in servers:
+            server.stdin.close()
+            server.wait()
+            server.stdout.close()
+
+    def __enter__(self) -> Speaker:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()

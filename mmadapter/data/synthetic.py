@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from mmadapter.data.espeak import espeak_command
+from mmadapter.data.espeak import Speaker
 from mmadapter.data.speech_signal import resample_fft, word_spans
 from mmadapter.data.synthetic_images import (
     COLOURS,
@@ -185,23 +184,26 @@ def paced(words: Sequence[np.ndarray], onsets: Sequence[float], rate: int = SAMP
     return out
 
 
-def synthesize_utterance(utt: Utterance, path: Path | str, espeak: Sequence[str] | None = None) -> float:
+def synthesize_utterance(utt: Utterance, path: Path | str, speaker: Speaker | None = None) -> float:
     """Speak ``utt`` with espeak-ng at a steady pace and write it to ``path`` as 16 kHz mono FLAC; returns its
     duration in s (always ``SLOTS * SLOT_S``).
 
     Args:
-        espeak: The command that runs espeak-ng (default :func:`~mmadapter.data.espeak.espeak_command`).
+        speaker: Runs espeak-ng (default: a :class:`~mmadapter.data.espeak.Speaker` for this utterance alone).
 
     Raises:
         EspeakMissing: espeak-ng is not installed.
         RuntimeError: espeak-ng failed, produced no audio, or its words could not be told apart (the message
-            holds the key and espeak-ng's stderr).
+            holds the key and espeak-ng's error).
     """
-    cmd = [*(espeak or espeak_command()), "--stdout", "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch)]
-    result = subprocess.run([*cmd, "-g", str(SPEECH_GAP), utt.text], capture_output=True, check=False)
-    if result.returncode != 0 or len(result.stdout) < 100:
-        raise RuntimeError(f"espeak-ng failed for {utt.key} ({' '.join(cmd)}): {result.stderr.decode().strip()}")
-    audio, rate = sf.read(io.BytesIO(result.stdout), dtype="float32", always_2d=True)
+    if speaker is None:
+        with Speaker() as own:
+            return synthesize_utterance(utt, path, own)
+    try:
+        wav = speaker.wav(utt.voice, utt.speed, utt.pitch, SPEECH_GAP, utt.text)
+    except RuntimeError as e:
+        raise RuntimeError(f"{utt.key}: {e}") from e
+    audio, rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
     raw = resample_fft(audio.mean(axis=1), rate, SAMPLE_RATE)
     spans = word_spans(raw, SAMPLE_RATE, len(utt.digits), utt.key)
     wave = paced([raw[a:b] for a, b in spans], utt.onset_jitter)
@@ -249,9 +251,8 @@ class SyntheticData:
         return str(self.shards[name][split] / "shard-000000.tar")
 
 
-def _speak(task: tuple[Utterance, str, tuple[str, ...]]) -> float:
-    utt, path, espeak = task
-    return synthesize_utterance(utt, path, espeak)
+def _speak(task: tuple[Utterance, str, Speaker]) -> float:
+    return synthesize_utterance(*task)
 
 
 def _draw(task: tuple[ImagePlan, str]) -> None:
@@ -261,8 +262,8 @@ def _draw(task: tuple[ImagePlan, str]) -> None:
 def _run_all(jobs: Sequence[tuple[Callable[[Any], Any], Sequence[Any]]], workers: int) -> list[list[Any]]:
     """``[list(map(fn, tasks)) for fn, tasks in jobs]`` on ``workers`` threads.
 
-    Threads, not processes: the work is in the espeak-ng processes each thread starts (one per utterance, which
-    keeps espeak-ng deterministic: its library carries state from one utterance to the next) and in numpy,
+    Threads, not processes: the work is in the espeak-ng processes the threads start (a new one speaks each
+    utterance, which keeps espeak-ng deterministic: its library carries state from one to the next) and in numpy,
     libsndfile and Pillow, which release the GIL. A Python process pool would first spend seconds importing
     torch in every worker (this package's ``__init__`` imports it).
     """
@@ -303,7 +304,7 @@ def synthesize_data(
         out_dir: Where everything goes (created if needed).
         sizes: Counts per language and of images.
         seed: Plans every utterance and image; the same seed gives byte-identical shards.
-        workers: Threads that synthesise (each runs one espeak-ng process at a time).
+        workers: Threads that synthesise (each waits for one espeak-ng at a time).
         shard: Turns each manifest into its shard (the demo runs the ``mmadapter shard`` command).
 
     Raises:
@@ -311,7 +312,7 @@ def synthesize_data(
     """
     root = Path(out_dir)
     data = SyntheticData(root)
-    espeak = espeak_command() if sizes.speech else ()
+    speaker = Speaker() if sizes.speech else None
     sets: dict[str, dict[str, list[dict[str, Any]]]] = {}
     speech_tasks, image_tasks = [], []
     for lang, count in sizes.speech.items():
@@ -320,7 +321,7 @@ def synthesize_data(
         sets[name] = {"train": [], "test": []}
         for i, utt in enumerate(plan_speech(lang, count, seed)):
             rel = f"audio/{lang}/{utt.key}.flac"
-            speech_tasks.append((utt, str(root / rel), espeak))
+            speech_tasks.append((utt, str(root / rel), speaker))
             line = {"key": utt.key, "audio": rel, "task": "asr", "lang": lang, "response": utt.text}
             line |= {"voice": utt.voice, "speed": utt.speed, "pitch": utt.pitch}
             sets[name]["test" if i < sizes.speech_test[lang] else "train"].append(line)
@@ -339,7 +340,11 @@ def synthesize_data(
             raise ValueError(f"instruct names {name!r}, which is not made; sets: {', '.join(sets)}")
         sets[f"{name}_instruct"] = {split: list(instruct_lines(lines, seed)) for split, lines in sets[name].items()}
 
-    durations, _ = _run_all([(_speak, speech_tasks), (_draw, image_tasks)], workers)
+    try:
+        durations, _ = _run_all([(_speak, speech_tasks), (_draw, image_tasks)], workers)
+    finally:
+        if speaker is not None:
+            speaker.close()
     by_key = {utt.key: d for (utt, _, _), d in zip(speech_tasks, durations, strict=True)}
 
     for name, splits in sets.items():

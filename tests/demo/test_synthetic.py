@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import requires_espeak
 from PIL import Image
 
 from mmadapter.data import espeak, synthetic
@@ -164,16 +165,43 @@ def test_word_spans_merge_closures_and_the_closest_runs() -> None:
 
 
 @pytest.mark.skipif(espeak._bundled() is None, reason="no espeakng-loader wheel")
-def test_the_bundled_espeak_runs_one_small_process_per_utterance_and_repeats_itself(monkeypatch, tmp_path) -> None:
+def test_the_bundled_espeak_serves_each_utterance_as_its_own_process_would(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv(espeak.BACKEND_ENV, "bundled")
     command = espeak.espeak_command()
     assert command[:3] == (sys.executable, "-I", "-S") and command[3].endswith("espeak_bundled.py")
-    utt = plan_speech("fr", 1, seed=4)[0]
-    for name in ("a", "b"):
-        synthesize_utterance(utt, tmp_path / f"{name}.flac")
+    # a voice whose breath noise differs from one second to the next unless the library's generator is reseeded
+    utt = Utterance("de-k", "de", (9, 1, 2, 7, 7), "de+f2", 170, 50, (0.0,) * 5, 0)
+    options = ["--stdout", "-v", utt.voice, "-s", str(utt.speed), "-p", str(utt.pitch), "-g", "60", utt.text]
+    alone = subprocess.run([*command, *options], capture_output=True, check=True).stdout
+    time.sleep(1.1)  # the library seeds that generator with the clock's seconds
+    with espeak.Speaker() as speaker:
+        assert speaker.serves
+        served = [speaker.wav(utt.voice, utt.speed, utt.pitch, 60, utt.text) for _ in range(3)]
+        assert served == [alone] * 3  # the library's state after one utterance never reaches the next
+        unknown_voice = Utterance("k", "fr", (1, 2, 3), "xx+m1", 170, 50, (0.0,) * 3, 0)
+        with pytest.raises(RuntimeError, match=r"k: espeak-ng failed .* no voice 'xx\+m1'"):
+            synthesize_utterance(unknown_voice, tmp_path / "c.flac", speaker)
+        assert speaker.wav(utt.voice, utt.speed, utt.pitch, 60, utt.text) == alone  # an error leaves it serving
+        (server,) = speaker._servers
+    assert server.returncode == 0 and speaker._servers == []
+    one_process_each = espeak.Speaker(command)
+    one_process_each.serves = False  # as where processes cannot fork
+    synthesize_utterance(utt, tmp_path / "a.flac", one_process_each)
+    synthesize_utterance(utt, tmp_path / "b.flac")
     assert (tmp_path / "a.flac").read_bytes() == (tmp_path / "b.flac").read_bytes()
-    with pytest.raises(RuntimeError, match="no voice 'xx\\+m1'"):
-        synthesize_utterance(Utterance("k", "fr", (1, 2, 3), "xx+m1", 170, 50, (0.0,) * 3, 0), tmp_path / "c.flac")
+
+
+@pytest.mark.skipif(espeak._bundled() is None, reason="no espeakng-loader wheel")
+def test_the_bundled_server_answers_a_bad_request_and_goes_on(tmp_path) -> None:
+    command = espeak._bundled()
+    request = json.dumps({"voice": "en", "rate": 170, "pitch": 50, "gap": 0, "text": "1 2"}).encode()
+    result = subprocess.run([*command, "--serve"], input=b"not json\n" + request + b"\n", capture_output=True)
+    assert result.returncode == 0
+    first, rest = result.stdout.split(b"\n", 1)
+    status, size = first.split()
+    assert status == b"error" and rest[: int(size)].startswith(b"not a JSON request")
+    second, wav = rest[int(size) :].split(b"\n", 1)
+    assert second.split()[0] == b"ok" and len(wav) == int(second.split()[1]) and wav[:4] == b"RIFF"
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -181,8 +209,9 @@ def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
-@requires_espeak
-def test_same_seed_gives_identical_files_and_shards(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_gives_identical_files_and_shards(backend: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(espeak.BACKEND_ENV, backend)
     one = synthesize_data(tmp_path / "a", TINY, seed=7, workers=2)
     synthesize_data(tmp_path / "b", TINY, seed=7, workers=1)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
