@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
 from mmadapter.adapter_config import BiasNormConfig, GatedAttentionConfig, MoLoRAConfig
+from mmadapter.limits import MediaLimits
 from mmadapter.recipe_errors import RecipeError, describe_error
 from mmadapter.recipe_from import resolve_model_from
 from mmadapter.registry import ComponentSpec, Registry
@@ -27,6 +28,7 @@ __all__ = [
     "DataConfig",
     "GatedAttentionConfig",
     "LLMSpec",
+    "MediaLimits",
     "MoLoRAConfig",
     "ModelConfig",
     "Recipe",
@@ -124,6 +126,17 @@ class DataConfig(_Section):
     audio_features: Literal["cpu", "gpu"] = "cpu"
     num_workers: int = Field(2, ge=0)
     shuffle_buffer: int = Field(1000, ge=0)
+    limits: MediaLimits = Field(
+        default_factory=MediaLimits, description="media size limits while reading shards; bigger samples are skipped"
+    )
+
+    def with_overrides(self, overrides: dict[str, Any]) -> DataConfig:
+        """This section with a stage's ``data`` overrides; ``limits`` key by key, so that a stage setting one
+        limit keeps the others. Raises pydantic's ``ValidationError``."""
+        merged = self.model_dump() | overrides
+        if isinstance(overrides.get("limits"), dict):
+            merged["limits"] = self.limits.model_dump() | overrides["limits"]
+        return DataConfig.model_validate(merged)
 
 
 class StageConfig(_Section):
@@ -192,6 +205,7 @@ class Recipe(_Section):
             recipe = None
         problems += _check_components(data)
         problems += _check_groups(data)
+        problems += [] if recipe is None else _check_stage_data(recipe)
         if problems:
             raise RecipeError(problems, source)
         assert recipe is not None
@@ -334,6 +348,17 @@ def _with_family_specs(recipe: Recipe) -> Recipe:
             family = registries[section].spec(spec.name)
             comps[modality] = family.model_validate(spec.model_dump(exclude_unset=True))
     return recipe
+
+
+def _check_stage_data(recipe: Recipe) -> list[tuple[str, str]]:
+    """Each stage's ``data`` overrides, validated now rather than when the stage starts."""
+    problems = []
+    for i, stage in enumerate(recipe.train.stages):
+        try:
+            recipe.data.with_overrides(stage.data or {})
+        except ValidationError as e:
+            problems += [describe_error(DataConfig, err, f"train.stages.{i}.data") for err in e.errors()]
+    return problems
 
 
 def _check_groups(data: dict[str, Any]) -> list[tuple[str, str]]:

@@ -78,3 +78,19 @@ def test_recipe_round_trips_through_yaml() -> None:
     again = Recipe.from_dict(yaml.safe_load(recipe.to_yaml()))
     assert again == recipe
     assert type(again.model.projectors["audio"]).__name__ == type(recipe.model.projectors["audio"]).__name__
+
+
+def test_stage_data_overrides_are_checked_at_load_and_merge_limits_key_by_key(tmp_path: Path) -> None:
+    data = yaml.safe_load(TINY.read_text())
+    data.setdefault("data", {})["limits"] = {"max_pixels": 4096, "max_audio_seconds": 20}
+    stage = data["train"]["stages"][0]
+    stage["data"] = {"limits": {"max_audio_seconds": 5}}
+    recipe = load_recipe(write(tmp_path, data))
+    limits = recipe.data.with_overrides(recipe.train.stages[0].data).limits
+    assert (limits.max_pixels, limits.max_audio_seconds) == (4096, 5)  # the recipe's other limit is kept
+    stage["data"] = {"max_tokns": 64, "limits": {"max_audio_secs": 5}}
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, data))
+    paths = sorted(p for p, _ in info.value.problems)
+    assert paths == ["train.stages.0.data.limits.max_audio_secs", "train.stages.0.data.max_tokns"]
+    assert "did you mean 'max_tokens'" in str(info.value) and "did you mean 'max_audio_seconds'" in str(info.value)

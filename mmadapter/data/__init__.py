@@ -12,7 +12,7 @@ from mmadapter.data.manifest import (
     parse_record,
     read_media,
 )
-from mmadapter.data.members import DecodedSample, decode_sample, item_extension, split_members
+from mmadapter.data.members import DecodedSample, decode_item, decode_sample, item_extension, split_members
 from mmadapter.data.skips import SKIP_REASONS, BadFractionExceeded, BadSample, SkipCounter, SkipReason, as_bad_sample
 from mmadapter.data.writer import prepare_sample, write_shards
 
@@ -34,6 +34,7 @@ __all__ = [
     "decode_audio",
     "decode_graph",
     "decode_image",
+    "decode_item",
     "decode_sample",
     "item_extension",
     "normalise",

@@ -15,18 +15,12 @@ import zipfile
 import numpy as np
 
 from mmadapter.data.skips import BadSample, SkipReason
+from mmadapter.limits import MAX_GRAPH_BYTES, MAX_GRAPH_EDGES, MAX_GRAPH_NODES
 
 __all__ = ["GRAPH_ARRAYS", "GRAPH_EXTENSION", "MAX_GRAPH_BYTES", "MAX_GRAPH_EDGES", "MAX_GRAPH_NODES", "decode_graph"]
 
 GRAPH_EXTENSION = "graph.npz"
 GRAPH_ARRAYS: tuple[str, ...] = ("edge_index", "x", "node_text", "edge_attr", "y", "target")
-# Uncompressed size of all arrays together, checked from the zip directory before anything is inflated.
-MAX_GRAPH_BYTES = 1 << 30
-# Per sample. Molecules and ego subgraphs are far below; even all of ogbn-arxiv (169,343 nodes, 1,166,243
-# edges) fits. Above them a GNN layer's (E, hidden) messages alone pass 5 GB at width 256, so bigger graphs
-# belong split into subgraphs (data/make_ego_subgraphs.py), not in one sample.
-MAX_GRAPH_NODES = 500_000
-MAX_GRAPH_EDGES = 5_000_000
 
 
 def _bad(name: str, detail: str, reason: SkipReason = "bad_graph") -> BadSample:

@@ -13,14 +13,13 @@ import warnings
 from PIL import Image
 
 from mmadapter.data.skips import BadSample
+from mmadapter.limits import MAX_PIXELS
 
 __all__ = ["IMAGE_EXTENSIONS", "IMAGE_FORMATS", "MAX_PIXELS", "decode_image"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 # Pillow format ids tried, whatever the file is called (JPEG covers camera MPO files too).
 IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
-# 8192 × 8192; below Pillow's own limit (``Image.MAX_IMAGE_PIXELS``, ~89 M) so that ours speaks first.
-MAX_PIXELS = 8192 * 8192
 
 
 def decode_image(data: bytes, name: str, max_pixels: int | None = MAX_PIXELS) -> Image.Image:

@@ -26,11 +26,12 @@ from PIL import Image
 from mmadapter.config import MODALITIES
 from mmadapter.data.audio import SAMPLE_RATE, decode_audio
 from mmadapter.data.graph import decode_graph
-from mmadapter.data.image import MAX_PIXELS, decode_image
+from mmadapter.data.image import decode_image
 from mmadapter.data.manifest import MEDIA_EXTENSIONS, check_placeholders, normalise
 from mmadapter.data.skips import BadSample
+from mmadapter.limits import MediaLimits
 
-__all__ = ["UNSAFE_EXTENSIONS", "DecodedSample", "decode_sample", "item_extension", "split_members"]
+__all__ = ["UNSAFE_EXTENSIONS", "DecodedSample", "decode_item", "decode_sample", "item_extension", "split_members"]
 
 # Pickles and torch checkpoints (pickles inside a zip), whatever they are said to hold.
 UNSAFE_EXTENSIONS: frozenset[str] = frozenset({"pyd", "pkl", "pickle", "pth", "pt", "ckpt", "joblib", "dill"})
@@ -137,12 +138,20 @@ def _meta(raw: Mapping[str, Any], key: str, source: str | None) -> dict[str, Any
     return meta
 
 
+def decode_item(modality: str, data: bytes, name: str, limits: MediaLimits, sample_rate: int = SAMPLE_RATE) -> Any:
+    """Decode one media item of ``modality`` within ``limits``: a waveform, an RGB image or a graph's arrays."""
+    if modality == "audio":
+        return decode_audio(data, name, sample_rate, limits.max_audio_seconds)
+    if modality == "image":
+        return decode_image(data, name, limits.max_pixels)
+    return decode_graph(data, name, max_nodes=limits.max_graph_nodes, max_edges=limits.max_graph_edges)
+
+
 def decode_sample(
     raw: Mapping[str, Any],
     *,
     sample_rate: int = SAMPLE_RATE,
-    max_pixels: int | None = MAX_PIXELS,
-    max_audio_seconds: float | None = None,
+    limits: MediaLimits | None = None,
     require_response: bool = True,
 ) -> DecodedSample:
     """Decode one raw webdataset sample.
@@ -153,14 +162,15 @@ def decode_sample(
     Args:
         raw: webdataset's ``{"__key__", "__url__", extension: bytes}``, extensions as in the tar.
         sample_rate: Audio output rate in Hz.
-        max_pixels: The image pixel limit (see :func:`~mmadapter.data.image.decode_image`).
-        max_audio_seconds: Longer audio is ``too_long``.
+        limits: Media size limits (a recipe's ``data.limits``); ``None``: the defaults of :class:`MediaLimits`.
         require_response: Demand an assistant turn (training).
 
     Raises:
-        BadSample: ``unsafe_member``, ``bad_json``, ``placeholder_mismatch`` or a decoder's reason, with the
-            sample key and shard URL.
+        BadSample: ``unsafe_member``, ``bad_json``, ``placeholder_mismatch`` or a decoder's reason
+            (``too_long``, ``too_large_image`` and ``too_large_graph`` among them), with the sample key and
+            shard URL.
     """
+    limits = MediaLimits() if limits is None else limits
     key = str(raw.get("__key__"))
     url = raw.get("__url__")
     source = None if url is None else str(url)
@@ -175,12 +185,9 @@ def decode_sample(
 
     sample = DecodedSample(key=key, url=source, meta=meta, messages=messages, audio=[], image=[], graph=[])
     try:
-        for ext, data in items.get("audio", ()):
-            sample["audio"].append(decode_audio(data, name(ext), sample_rate, max_audio_seconds))
-        for ext, data in items.get("image", ()):
-            sample["image"].append(decode_image(data, name(ext), max_pixels))
-        for ext, data in items.get("graph", ()):
-            sample["graph"].append(decode_graph(data, name(ext)))
+        for modality in MODALITIES:
+            for ext, data in items.get(modality, ()):
+                sample[modality].append(decode_item(modality, data, name(ext), limits, sample_rate))
     except BadSample as e:
         e.with_key(key)
         raise

@@ -32,7 +32,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mmadapter.batch import MultimodalBatch, Sample
-from mmadapter.config import DataConfig, ShardSet
+from mmadapter.config import DataConfig, MediaLimits, ShardSet
 from mmadapter.data.budget import SampleBudget, first_samples
 from mmadapter.data.members import DecodedSample, decode_sample
 from mmadapter.data.packing import batch_stream
@@ -119,8 +119,12 @@ def sample_stages(
     shuffle_buffer: int,
     rng: random.Random,
     budget: SampleBudget | None = None,
+    limits: MediaLimits | None = None,
 ) -> Iterator[Sample]:
-    """The per-shard-set stages, from shard URLs to prepared samples (only the ``budget``'s, when given)."""
+    """The per-shard-set stages, from shard URLs to prepared samples (only the ``budget``'s, when given).
+
+    Media above ``limits`` (the recipe's ``data.limits``; ``None``: the defaults) are skipped and counted.
+    """
     tars = _TarErrors(counter)
     pipeline = wds.DataPipeline(
         lambda: ({"url": url} for url in urls),
@@ -128,7 +132,7 @@ def sample_stages(
         wds.tarfile_to_samples(handler=tars.handler),
         wds.select(budget.keeps) if budget is not None else _same,
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=rng) if shuffle_buffer > 1 else _same,
-        _guarded(lambda raw: decode_sample(raw), counter, "decode"),
+        _guarded(lambda raw: decode_sample(raw, limits=limits), counter, "decode"),
         _guarded(prepare, counter, "prepare", last=True),
     )
     return iter(pipeline)
@@ -189,7 +193,9 @@ class ShardStream(IterableDataset):
             else:
                 order = iter(shard_order(urls, pos))
             rng = pos.rng("shuffle", i)
-            streams.append(sample_stages(order, self.prepare, counter, self.data.shuffle_buffer, rng, budget))
+            streams.append(
+                sample_stages(order, self.prepare, counter, self.data.shuffle_buffer, rng, budget, self.data.limits)
+            )
         samples = mix(streams, self.weights, pos.rng("mix"))
         reported = SkipCounter()
 

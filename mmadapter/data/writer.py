@@ -34,11 +34,12 @@ import torch
 import webdataset as wds
 
 from mmadapter.data.audio import decode_audio
-from mmadapter.data.graph import MAX_GRAPH_EDGES, MAX_GRAPH_NODES, decode_graph
-from mmadapter.data.image import MAX_PIXELS, decode_image
+from mmadapter.data.graph import decode_graph
+from mmadapter.data.image import decode_image
 from mmadapter.data.manifest import iter_manifest_lines, media_extension, parse_record, read_media
 from mmadapter.data.members import item_extension
 from mmadapter.data.skips import BadSample, SkipCounter
+from mmadapter.limits import MAX_GRAPH_EDGES, MAX_GRAPH_NODES, MAX_PIXELS
 
 __all__ = [
     "DEFAULT_MAX_COUNT",

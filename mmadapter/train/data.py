@@ -31,10 +31,8 @@ class SkipFirst:
 
 
 def stage_data(recipe: Recipe, stage: StageConfig) -> DataConfig:
-    """The recipe's data section with the stage's overrides applied."""
-    if not stage.data:
-        return recipe.data
-    return DataConfig.model_validate(recipe.data.model_dump() | stage.data)
+    """The recipe's data section with the stage's overrides applied (:meth:`DataConfig.with_overrides`)."""
+    return recipe.data.with_overrides(stage.data) if stage.data else recipe.data
 
 
 def train_loader(

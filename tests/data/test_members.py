@@ -13,6 +13,7 @@ from media_samples import Canary, audio_bytes, canary_pickle, good_graph, graph_
 
 from mmadapter.data.members import decode_sample, split_members
 from mmadapter.data.skips import BadSample
+from mmadapter.limits import MediaLimits
 
 MESSAGES = [
     {"role": "user", "content": "<audio> then <audio>, see <image> and <graph>"},
@@ -110,3 +111,29 @@ def test_decoder_errors_name_the_shard_and_member() -> None:
 def test_split_members_orders_items() -> None:
     items = split_members({"__key__": "k", "2.flac": b"c", "0.flac": b"a", "1.mp3": b"b", "png": b"i"}, "k")
     assert items == {"audio": [("0.flac", b"a"), ("1.mp3", b"b"), ("2.flac", b"c")], "image": [("png", b"i")]}
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        ({"max_audio_seconds": 0.4}, "too_long"),  # the first clip is 0.5 s
+        ({"max_pixels": 199}, "too_large_image"),  # the image is 20 × 10
+        ({"max_graph_nodes": 2}, "too_large_graph"),  # the graph has 3 nodes and 3 edges
+        ({"max_graph_edges": 2}, "too_large_graph"),
+    ],
+)
+def test_limits_apply_to_every_modality(limits: dict[str, Any], reason: str) -> None:
+    raw = raw_sample(**good_members())
+    with pytest.raises(BadSample) as info:
+        decode_sample(raw, limits=MediaLimits(**limits))
+    assert info.value.reason == reason and info.value.key == "s-1"
+    roomy = {name: limit + 1 for name, limit in limits.items()}  # just above the sample: it passes
+    assert len(decode_sample(raw, limits=MediaLimits(**roomy))["graph"]) == 1
+
+
+def test_limits_are_checked_and_none_lifts_one() -> None:
+    with pytest.raises(ValueError, match="max_graph_edges"):
+        MediaLimits(max_graph_edges=0)
+    with pytest.raises(ValueError, match="max_pixel"):
+        MediaLimits(max_pixel=10)
+    assert MediaLimits(max_pixels=None, max_graph_nodes=None).max_pixels is None

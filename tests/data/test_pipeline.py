@@ -16,7 +16,7 @@ from conftest import ROOT, tiny_recipe
 from media_samples import audio_bytes, image_bytes
 from torch.utils.data import DataLoader
 
-from mmadapter.config import DataConfig, ShardSet
+from mmadapter.config import DataConfig, RecipeError, ShardSet
 from mmadapter.data.pipeline import ShardStream, StreamPosition, expand_shards
 from mmadapter.llm import IGNORE_INDEX, MODALITY_IDS
 from mmadapter.model import MultimodalLM
@@ -198,3 +198,37 @@ def test_weighted_mixing_in_resampled_mode(model: MultimodalLM, tmp_path: Path) 
 def test_missing_shard_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="shard not found"):
         expand_shards(str(tmp_path / "x-{0..1}.tar"))
+
+
+def test_recipe_limits_skip_and_count_media_the_defaults_admit(model: MultimodalLM, tmp_path: Path) -> None:
+    write_tar(
+        tmp_path / "media.tar",
+        {
+            "short.json": json.dumps({"prompt": "<audio>", "response": "a"}).encode(),
+            "short.flac": audio_bytes(0.5),
+            "long.json": json.dumps({"prompt": "<audio>", "response": "b"}).encode(),
+            "long.flac": audio_bytes(2.0),
+            "small.json": json.dumps({"prompt": "<image>", "response": "c"}).encode(),
+            "small.png": image_bytes((32, 24)),
+            "big.json": json.dumps({"prompt": "<image>", "response": "d"}).encode(),
+            "big.png": image_bytes((64, 48)),
+        },
+    )
+    shards = str(tmp_path / "media.tar")
+    assert sorted(keys(stream(model, shards))) == ["big", "long", "short", "small"]
+    strict = {"max_audio_seconds": 1.0, "max_pixels": 32 * 24}
+    batches = list(stream(model, shards, limits=strict))
+    assert sorted(keys(batches)) == ["short", "small"]
+    skipped = Counter()
+    for b in batches:
+        skipped.update(b.skipped.get("by_reason", {}))
+    assert skipped == {"too_long": 1, "too_large_image": 1}
+
+
+def test_recipe_data_limits_are_validated(tmp_path: Path) -> None:
+    recipe = tiny_recipe("data.limits.max_audio_seconds=30", "data.limits.max_graph_nodes=null")
+    assert recipe.data.limits.max_audio_seconds == 30 and recipe.data.limits.max_graph_nodes is None
+    with pytest.raises(RecipeError, match=r"data\.limits\.max_audio_second.*did you mean 'max_audio_seconds'"):
+        tiny_recipe("data.limits.max_audio_second=30")
+    with pytest.raises(RecipeError, match=r"data\.limits\.max_pixels"):
+        tiny_recipe("data.limits.max_pixels=0")
