@@ -138,8 +138,11 @@ def _meta(raw: Mapping[str, Any], key: str, source: str | None) -> dict[str, Any
     return meta
 
 
-def decode_item(modality: str, data: bytes, name: str, limits: MediaLimits, sample_rate: int = SAMPLE_RATE) -> Any:
-    """Decode one media item of ``modality`` within ``limits``: a waveform, an RGB image or a graph's arrays."""
+def decode_item(
+    modality: str, data: bytes, name: str, limits: MediaLimits, sample_rate: int | None = SAMPLE_RATE
+) -> Any:
+    """Decode one media item of ``modality`` within ``limits``: a waveform (at ``sample_rate``; ``None``: as
+    stored), an RGB image or a graph's arrays."""
     if modality == "audio":
         return decode_audio(data, name, sample_rate, limits.max_audio_seconds)
     if modality == "image":

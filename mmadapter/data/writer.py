@@ -33,13 +33,10 @@ from typing import Any, TypeVar
 import torch
 import webdataset as wds
 
-from mmadapter.data.audio import decode_audio
-from mmadapter.data.graph import decode_graph
-from mmadapter.data.image import decode_image
 from mmadapter.data.manifest import iter_manifest_lines, media_extension, parse_record, read_media
-from mmadapter.data.members import item_extension
+from mmadapter.data.members import decode_item, item_extension
 from mmadapter.data.skips import BadSample, SkipCounter
-from mmadapter.limits import MAX_GRAPH_EDGES, MAX_GRAPH_NODES, MAX_PIXELS
+from mmadapter.limits import MAX_GRAPH_EDGES, MAX_GRAPH_NODES, MAX_PIXELS, MediaLimits
 
 __all__ = [
     "DEFAULT_MAX_COUNT",
@@ -69,11 +66,7 @@ def prepare_sample(
     line: str | bytes,
     root: Path | str,
     source: str | None = None,
-    *,
-    max_pixels: int | None = MAX_PIXELS,
-    max_audio_seconds: float | None = None,
-    max_graph_nodes: int | None = MAX_GRAPH_NODES,
-    max_graph_edges: int | None = MAX_GRAPH_EDGES,
+    limits: MediaLimits | None = None,
 ) -> tuple[str, dict[str, bytes]]:
     """Validate one manifest line, decode all its media, and build its shard members.
 
@@ -81,10 +74,7 @@ def prepare_sample(
         line: The JSON text of the line.
         root: The manifest's directory.
         source: ``MANIFEST:LINE``, for errors.
-        max_pixels: The image pixel limit.
-        max_audio_seconds: Longer audio is ``too_long``.
-        max_graph_nodes: Graphs with more nodes are ``too_large_graph``.
-        max_graph_edges: Graphs with more edges are ``too_large_graph``.
+        limits: Media size limits; ``None``: the defaults of :class:`MediaLimits`.
 
     Returns:
         The key and ``{extension: bytes}``: ``json`` plus the media members, media bytes as read.
@@ -92,21 +82,19 @@ def prepare_sample(
     Raises:
         BadSample: Any reason a line or one of its files can fail with.
     """
+    limits = MediaLimits() if limits is None else limits
     record = parse_record(line, root, source)
     members = {"json": json.dumps({"messages": record.messages, **record.meta}, ensure_ascii=False).encode()}
     for modality, items in read_media(record).items():
         for index, (path, data) in enumerate(zip(record.media[modality], items, strict=True)):
             name = str(path)
             try:
-                if modality == "audio":
-                    decode_audio(data, name, sample_rate=None, max_seconds=max_audio_seconds)
-                elif modality == "image":
-                    decode_image(data, name, max_pixels).close()
-                else:
-                    decode_graph(data, name, max_nodes=max_graph_nodes, max_edges=max_graph_edges)
+                decoded = decode_item(modality, data, name, limits, sample_rate=None)  # as stored: no resampling
             except BadSample as e:
                 e.with_key(record.key, source)
                 raise
+            if modality == "image":
+                decoded.close()
             ext = media_extension(path, modality)
             assert ext is not None, "parse_record admits only known extensions"
             members[item_extension(ext, index, len(items))] = data
@@ -114,12 +102,12 @@ def prepare_sample(
 
 
 def _prepare_or_bad(
-    task: tuple[str, bytes], *, root: Path, **limits: Any
+    task: tuple[str, bytes], *, root: Path, limits: MediaLimits
 ) -> tuple[str, str, dict[str, bytes]] | BadSample:
     """:func:`prepare_sample` for a process pool: a bad line comes back as its error instead of raising."""
     source, line = task
     try:
-        key, members = prepare_sample(line, root, source, **limits)
+        key, members = prepare_sample(line, root, source, limits)
     except BadSample as e:
         return e
     return key, source, members
@@ -227,10 +215,7 @@ def write_shards(
     max_count: int = DEFAULT_MAX_COUNT,
     max_size: int = DEFAULT_MAX_SIZE,
     workers: int = 1,
-    max_pixels: int | None = MAX_PIXELS,
-    max_audio_seconds: float | None = None,
-    max_graph_nodes: int | None = MAX_GRAPH_NODES,
-    max_graph_edges: int | None = MAX_GRAPH_EDGES,
+    limits: MediaLimits | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write a manifest's valid samples to webdataset shards, in manifest order.
@@ -241,10 +226,8 @@ def write_shards(
         max_count: Samples per shard at most.
         max_size: A shard is closed once its member bytes reach this many (so it may exceed it by one sample).
         workers: Processes that validate and decode lines; the output does not depend on it.
-        max_pixels: The image pixel limit (``too_large_image`` above it).
-        max_audio_seconds: Longer audio is ``too_long``; ``None``: no limit.
-        max_graph_nodes: Graphs with more nodes are ``too_large_graph``; ``None``: no limit.
-        max_graph_edges: Graphs with more edges are ``too_large_graph``; ``None``: no limit.
+        limits: Media size limits (``too_large_image``, ``too_long``, ``too_large_graph`` above them);
+            ``None``: the defaults of :class:`MediaLimits`, the same as training reads with by default.
         overwrite: Delete shards and stats already in ``out_dir`` instead of refusing to run.
 
     Returns:
@@ -257,26 +240,12 @@ def write_shards(
     manifest, out_dir = Path(manifest), Path(out_dir)
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {manifest} not found")
-    positive = {
-        "max_count": max_count,
-        "max_size": max_size,
-        "workers": workers,
-        "max_graph_nodes": max_graph_nodes,
-        "max_graph_edges": max_graph_edges,
-    }
-    for name, value in positive.items():
-        if value is not None and value < 1:
+    for name, value in {"max_count": max_count, "max_size": max_size, "workers": workers}.items():
+        if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     _prepare_out_dir(out_dir, overwrite)
 
-    prepare = partial(
-        _prepare_or_bad,
-        root=manifest.parent,
-        max_pixels=max_pixels,
-        max_audio_seconds=max_audio_seconds,
-        max_graph_nodes=max_graph_nodes,
-        max_graph_edges=max_graph_edges,
-    )
+    prepare = partial(_prepare_or_bad, root=manifest.parent, limits=MediaLimits() if limits is None else limits)
     counter = SkipCounter()
     first_seen: dict[str, str] = {}
     sink = _ShardSink(out_dir, max_count, max_size)
@@ -302,6 +271,21 @@ def write_shards(
     return stats
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a number of ``kind`` above 0 (media limits; a limit of 0 would skip everything)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``mmadapter shard``; pair with :func:`run`."""
     parser.add_argument("manifest", type=Path, help="JSONL manifest, one sample a line (DESIGN.md §5)")
@@ -309,13 +293,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-count", type=int, default=DEFAULT_MAX_COUNT, help="samples per shard at most")
     parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, help="bytes per shard (about)")
     parser.add_argument("--workers", type=int, default=1, help="decoding processes (output is the same)")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest image width × height")
-    parser.add_argument("--max-audio-seconds", type=float, default=None, help="skip longer audio as too_long")
+    pos_int, pos_float = _positive(int), _positive(float)
+    parser.add_argument("--max-pixels", type=pos_int, default=MAX_PIXELS, help="largest image width × height")
+    parser.add_argument("--max-audio-seconds", type=pos_float, default=None, help="skip longer audio as too_long")
     parser.add_argument(
-        "--max-graph-nodes", type=int, default=MAX_GRAPH_NODES, help="skip graphs with more nodes as too_large_graph"
+        "--max-graph-nodes",
+        type=pos_int,
+        default=MAX_GRAPH_NODES,
+        help="skip graphs with more nodes as too_large_graph",
     )
     parser.add_argument(
-        "--max-graph-edges", type=int, default=MAX_GRAPH_EDGES, help="skip graphs with more edges as too_large_graph"
+        "--max-graph-edges",
+        type=pos_int,
+        default=MAX_GRAPH_EDGES,
+        help="skip graphs with more edges as too_large_graph",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace shards already in OUT_DIR")
 
@@ -328,10 +319,12 @@ def run(args: argparse.Namespace) -> int:
         max_count=args.max_count,
         max_size=args.max_size,
         workers=args.workers,
-        max_pixels=args.max_pixels,
-        max_audio_seconds=args.max_audio_seconds,
-        max_graph_nodes=args.max_graph_nodes,
-        max_graph_edges=args.max_graph_edges,
+        limits=MediaLimits(
+            max_pixels=args.max_pixels,
+            max_audio_seconds=args.max_audio_seconds,
+            max_graph_nodes=args.max_graph_nodes,
+            max_graph_edges=args.max_graph_edges,
+        ),
         overwrite=args.overwrite,
     )
     skipped = ", ".join(f"{reason} {n}" for reason, n in stats["skipped"].items()) or "none"

@@ -15,6 +15,7 @@ from media_samples import audio_bytes, good_graph, graph_bytes, image_bytes, png
 from mmadapter.data.manifest import DEFAULT_PROMPTS
 from mmadapter.data.members import decode_sample
 from mmadapter.data.writer import add_arguments, run, write_shards
+from mmadapter.limits import MediaLimits
 
 AUDIO_FORMATS = ["FLAC", "WAV", "OGG"] + (["MP3"] if "MP3" in sf.available_formats() else [])
 BAD_REASONS = {
@@ -267,8 +268,15 @@ def test_shard_cli_counts_graphs_over_the_node_and_edge_limits(tmp_path: Path, c
     assert json.loads((tmp_path / "all" / "stats.json").read_text())["written"] == 3
 
 
-def test_graph_limits_must_be_positive(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", ["--max-graph-edges", "--max-graph-nodes", "--max-pixels", "--max-audio-seconds"])
+def test_media_limits_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture, flag: str) -> None:
+    from mmadapter.cli import main
+
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("")
-    with pytest.raises(ValueError, match="max_graph_edges must be at least 1, got 0"):
-        write_shards(manifest, tmp_path / "o", max_graph_edges=0)
+    with pytest.raises(SystemExit):
+        main(["shard", str(manifest), str(tmp_path / "o"), flag, "0"])
+    assert f"argument {flag}: must be above 0, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="max_graph_edges"):
+        write_shards(manifest, tmp_path / "o", limits=MediaLimits(max_graph_edges=0))
