@@ -147,6 +147,8 @@ def decode_item(
         return decode_audio(data, name, sample_rate, limits.max_audio_seconds)
     if modality == "image":
         return decode_image(data, name, limits.max_pixels)
+    if modality != "graph":
+        raise ValueError(f"{name}: unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
     return decode_graph(data, name, max_nodes=limits.max_graph_nodes, max_edges=limits.max_graph_edges)
 
 

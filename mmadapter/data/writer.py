@@ -1,8 +1,9 @@
 """``mmadapter shard MANIFEST OUT_DIR``: validate and decode every manifest line, write the good ones to shards.
 
 Each line is parsed (:mod:`mmadapter.data.manifest`) and every media item decoded with the same decoders
-the training pipeline uses, so a shard never holds a sample that training would have to skip for its
-content. Good samples go to ``OUT_DIR/shard-000000.tar``, … through ``webdataset.ShardWriter``: ``KEY.json``
+the training pipeline uses, so a shard never holds a sample that training, reading with the same limits,
+would have to skip for its content. Good samples go to ``OUT_DIR/shard-000000.tar``, … through
+``webdataset.ShardWriter``: ``KEY.json``
 (normalised ``messages`` plus ``task``, ``lang`` and free metadata) and the media bytes unchanged
 (``KEY.flac`` or ``KEY.0.flac``, ``KEY.1.wav``, …; graphs ``KEY.graph.npz``). Shards are written in
 manifest order whatever the number of workers, with a fixed member mtime, so the same manifest gives
@@ -235,7 +236,8 @@ def write_shards(
 
     Raises:
         FileNotFoundError: The manifest does not exist.
-        ValueError: Bad limits, or ``out_dir`` already holds shards and ``overwrite`` is not set.
+        ValueError: ``max_count``, ``max_size`` or ``workers`` below 1, or ``out_dir`` already holds shards
+            and ``overwrite`` is not set.
     """
     manifest, out_dir = Path(manifest), Path(out_dir)
     if not manifest.is_file():

@@ -278,5 +278,5 @@ def test_media_limits_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFix
         main(["shard", str(manifest), str(tmp_path / "o"), flag, "0"])
     assert f"argument {flag}: must be above 0, got 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
-    with pytest.raises(ValueError, match="max_graph_edges"):
-        write_shards(manifest, tmp_path / "o", limits=MediaLimits(max_graph_edges=0))
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        write_shards(manifest, tmp_path / "o", workers=0, limits=MediaLimits(max_graph_edges=1))
