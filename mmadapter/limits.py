@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["MAX_GRAPH_BYTES", "MAX_GRAPH_EDGES", "MAX_GRAPH_NODES", "MAX_PIXELS", "MediaLimits"]
+__all__ = ["DEFAULT_LIMITS", "MAX_GRAPH_BYTES", "MAX_GRAPH_EDGES", "MAX_GRAPH_NODES", "MAX_PIXELS", "MediaLimits"]
 
 # 8192 × 8192; below Pillow's own limit (``Image.MAX_IMAGE_PIXELS``, ~89 M) so that ours speaks first.
 MAX_PIXELS = 8192 * 8192
@@ -34,3 +34,7 @@ class MediaLimits(BaseModel):
     max_audio_seconds: float | None = Field(None, gt=0, description="audio length at most (too_long)")
     max_graph_nodes: int | None = Field(MAX_GRAPH_NODES, gt=0, description="nodes per graph at most (too_large_graph)")
     max_graph_edges: int | None = Field(MAX_GRAPH_EDGES, gt=0, description="edges per graph at most (too_large_graph)")
+
+
+# The defaults, shared as the default argument of every reader (the model is frozen, so one instance serves all).
+DEFAULT_LIMITS = MediaLimits()

@@ -29,7 +29,7 @@ from mmadapter.data.graph import decode_graph
 from mmadapter.data.image import decode_image
 from mmadapter.data.manifest import MEDIA_EXTENSIONS, check_placeholders, normalise
 from mmadapter.data.skips import BadSample
-from mmadapter.limits import MediaLimits
+from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
 __all__ = ["UNSAFE_EXTENSIONS", "DecodedSample", "decode_item", "decode_sample", "item_extension", "split_members"]
 
@@ -156,7 +156,7 @@ def decode_sample(
     raw: Mapping[str, Any],
     *,
     sample_rate: int = SAMPLE_RATE,
-    limits: MediaLimits | None = None,
+    limits: MediaLimits = DEFAULT_LIMITS,
     require_response: bool = True,
 ) -> DecodedSample:
     """Decode one raw webdataset sample.
@@ -167,7 +167,7 @@ def decode_sample(
     Args:
         raw: webdataset's ``{"__key__", "__url__", extension: bytes}``, extensions as in the tar.
         sample_rate: Audio output rate in Hz.
-        limits: Media size limits (a recipe's ``data.limits``); ``None``: the defaults of :class:`MediaLimits`.
+        limits: Media size limits (a recipe's ``data.limits``).
         require_response: Demand an assistant turn (training).
 
     Raises:
@@ -175,7 +175,6 @@ def decode_sample(
             (``too_long``, ``too_large_image`` and ``too_large_graph`` among them), with the sample key and
             shard URL.
     """
-    limits = MediaLimits() if limits is None else limits
     key = str(raw.get("__key__"))
     url = raw.get("__url__")
     source = None if url is None else str(url)

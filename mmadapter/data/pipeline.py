@@ -32,11 +32,12 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mmadapter.batch import MultimodalBatch, Sample
-from mmadapter.config import DataConfig, MediaLimits, ShardSet
+from mmadapter.config import DataConfig, ShardSet
 from mmadapter.data.budget import SampleBudget, first_samples
 from mmadapter.data.members import DecodedSample, decode_sample
 from mmadapter.data.packing import batch_stream
 from mmadapter.data.skips import BadSample, SkipCounter
+from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
 __all__ = ["ShardStream", "StreamPosition", "expand_shards", "mix", "sample_stages", "shard_order"]
 
@@ -119,11 +120,11 @@ def sample_stages(
     shuffle_buffer: int,
     rng: random.Random,
     budget: SampleBudget | None = None,
-    limits: MediaLimits | None = None,
+    limits: MediaLimits = DEFAULT_LIMITS,
 ) -> Iterator[Sample]:
     """The per-shard-set stages, from shard URLs to prepared samples (only the ``budget``'s, when given).
 
-    Media above ``limits`` (the recipe's ``data.limits``; ``None``: the defaults) are skipped and counted.
+    Media above ``limits`` (the recipe's ``data.limits``) are skipped and counted.
     """
     tars = _TarErrors(counter)
     pipeline = wds.DataPipeline(

@@ -3,8 +3,8 @@
 Each line is parsed (:mod:`mmadapter.data.manifest`) and every media item decoded with the same decoders
 the training pipeline uses, so a shard never holds a sample that training, reading with the same limits,
 would have to skip for its content. Good samples go to ``OUT_DIR/shard-000000.tar``, … through
-``webdataset.ShardWriter``: ``KEY.json``
-(normalised ``messages`` plus ``task``, ``lang`` and free metadata) and the media bytes unchanged
+``webdataset.ShardWriter``: ``KEY.json`` (normalised ``messages`` plus ``task``, ``lang`` and free metadata)
+and the media bytes unchanged
 (``KEY.flac`` or ``KEY.0.flac``, ``KEY.1.wav``, …; graphs ``KEY.graph.npz``). Shards are written in
 manifest order whatever the number of workers, with a fixed member mtime, so the same manifest gives
 byte-identical shards. ``OUT_DIR/stats.json``, written atomically at the end::
@@ -37,7 +37,7 @@ import webdataset as wds
 from mmadapter.data.manifest import iter_manifest_lines, media_extension, parse_record, read_media
 from mmadapter.data.members import decode_item, item_extension
 from mmadapter.data.skips import BadSample, SkipCounter
-from mmadapter.limits import MAX_GRAPH_EDGES, MAX_GRAPH_NODES, MAX_PIXELS, MediaLimits
+from mmadapter.limits import DEFAULT_LIMITS, MAX_GRAPH_EDGES, MAX_GRAPH_NODES, MAX_PIXELS, MediaLimits
 
 __all__ = [
     "DEFAULT_MAX_COUNT",
@@ -67,7 +67,7 @@ def prepare_sample(
     line: str | bytes,
     root: Path | str,
     source: str | None = None,
-    limits: MediaLimits | None = None,
+    limits: MediaLimits = DEFAULT_LIMITS,
 ) -> tuple[str, dict[str, bytes]]:
     """Validate one manifest line, decode all its media, and build its shard members.
 
@@ -75,7 +75,7 @@ def prepare_sample(
         line: The JSON text of the line.
         root: The manifest's directory.
         source: ``MANIFEST:LINE``, for errors.
-        limits: Media size limits; ``None``: the defaults of :class:`MediaLimits`.
+        limits: Media size limits.
 
     Returns:
         The key and ``{extension: bytes}``: ``json`` plus the media members, media bytes as read.
@@ -83,7 +83,6 @@ def prepare_sample(
     Raises:
         BadSample: Any reason a line or one of its files can fail with.
     """
-    limits = MediaLimits() if limits is None else limits
     record = parse_record(line, root, source)
     members = {"json": json.dumps({"messages": record.messages, **record.meta}, ensure_ascii=False).encode()}
     for modality, items in read_media(record).items():
@@ -216,7 +215,7 @@ def write_shards(
     max_count: int = DEFAULT_MAX_COUNT,
     max_size: int = DEFAULT_MAX_SIZE,
     workers: int = 1,
-    limits: MediaLimits | None = None,
+    limits: MediaLimits = DEFAULT_LIMITS,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write a manifest's valid samples to webdataset shards, in manifest order.
@@ -228,7 +227,7 @@ def write_shards(
         max_size: A shard is closed once its member bytes reach this many (so it may exceed it by one sample).
         workers: Processes that validate and decode lines; the output does not depend on it.
         limits: Media size limits (``too_large_image``, ``too_long``, ``too_large_graph`` above them);
-            ``None``: the defaults of :class:`MediaLimits`, the same as training reads with by default.
+            by default the same as training reads with by default.
         overwrite: Delete shards and stats already in ``out_dir`` instead of refusing to run.
 
     Returns:
@@ -247,7 +246,7 @@ def write_shards(
             raise ValueError(f"{name} must be at least 1, got {value}")
     _prepare_out_dir(out_dir, overwrite)
 
-    prepare = partial(_prepare_or_bad, root=manifest.parent, limits=MediaLimits() if limits is None else limits)
+    prepare = partial(_prepare_or_bad, root=manifest.parent, limits=limits)
     counter = SkipCounter()
     first_seen: dict[str, str] = {}
     sink = _ShardSink(out_dir, max_count, max_size)
