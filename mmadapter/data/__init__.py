@@ -13,11 +13,21 @@ from mmadapter.data.manifest import (
     read_media,
 )
 from mmadapter.data.members import DecodedSample, decode_item, decode_sample, item_extension, split_members
-from mmadapter.data.skips import SKIP_REASONS, BadFractionExceeded, BadSample, SkipCounter, SkipReason, as_bad_sample
+from mmadapter.data.skips import (
+    LIMIT_REASONS,
+    SKIP_REASONS,
+    BadFractionExceeded,
+    BadSample,
+    NoUsableSamples,
+    SkipCounter,
+    SkipReason,
+    as_bad_sample,
+)
 from mmadapter.data.writer import prepare_sample, write_shards
 
 __all__ = [
     "DEFAULT_PROMPTS",
+    "LIMIT_REASONS",
     "MAX_PIXELS",
     "SAMPLE_RATE",
     "SKIP_REASONS",
@@ -25,6 +35,7 @@ __all__ = [
     "BadSample",
     "DecodedSample",
     "ManifestRecord",
+    "NoUsableSamples",
     "SkipCounter",
     "SkipReason",
     "as_bad_sample",

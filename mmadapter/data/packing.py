@@ -13,7 +13,7 @@ from typing import Literal
 from mmadapter.batch import MultimodalBatch, Sample
 from mmadapter.data.skips import BadSample
 
-__all__ = ["batch_stream", "bucket_stream", "pack_stream"]
+__all__ = ["batch_stream", "bucket_stream", "oversized", "pack_stream"]
 
 
 def pack_stream(
@@ -32,7 +32,7 @@ def pack_stream(
     for sample in samples:
         n = len(sample.chat)
         if n > max_tokens:
-            _skip(on_skip, sample, f"{n} tokens exceed data.max_tokens={max_tokens}")
+            _skip(on_skip, oversized(sample, max_tokens))
             continue
         fits = [i for i, (used, _) in enumerate(open_groups) if used + n <= max_tokens]
         if fits:
@@ -77,7 +77,7 @@ def bucket_stream(
 
     for sample in samples:
         if len(sample.chat) > max_tokens:
-            _skip(on_skip, sample, f"{len(sample.chat)} tokens exceed data.max_tokens={max_tokens}")
+            _skip(on_skip, oversized(sample, max_tokens))
             continue
         pending.append(sample)
         if len(pending) >= buffer:
@@ -101,8 +101,16 @@ def batch_stream(
             yield MultimodalBatch.pad(group, pad_id)
 
 
-def _skip(on_skip: Callable[[BadSample], None] | None, sample: Sample, detail: str) -> None:
-    error = BadSample("too_long", sample.key, detail)
+def oversized(sample: Sample, max_tokens: int) -> BadSample | None:
+    """The ``too_long`` error for a sample that no row of ``max_tokens`` can hold; ``None`` if one can."""
+    n = len(sample.chat)
+    if n <= max_tokens:
+        return None
+    return BadSample("too_long", sample.key, f"{n} tokens exceed data.max_tokens={max_tokens}")
+
+
+def _skip(on_skip: Callable[[BadSample], None] | None, error: BadSample | None) -> None:
+    assert error is not None
     if on_skip is None:
         raise error
     on_skip(error)

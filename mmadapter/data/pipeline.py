@@ -8,12 +8,15 @@ The stream is a visible list of small stages (:func:`sample_stages`), each a fun
     → seeded sample shuffle
     → our decode (:func:`mmadapter.data.members.decode_sample`; never webdataset's decoders)
     → prepare (the model's encoder transforms, placeholder expansion, chat-template labels)
+    → samples longer than ``data.max_tokens`` skipped as ``too_long``
 → weighted mix of shard sets → packing into ``data.max_tokens`` → batches.
 
 Everything random is seeded from ``(seed, epoch, rank, worker)``, so the stream is deterministic and a
 resumed run regenerates it and skips the batches it had consumed. Bad samples are skipped through the one
 :class:`SkipCounter` handler of each worker; each batch carries the skips counted since the previous one
-(``batch.skipped``) so the trainer can sum them across workers and ranks.
+(``batch.skipped``) so the trainer can sum them across workers and ranks. A resampled stream that skips
+:data:`GIVE_UP_AFTER` samples in a row, none passing, stops with :class:`NoUsableSamples` rather than
+spinning forever without a batch.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from mmadapter.batch import MultimodalBatch, Sample
 from mmadapter.config import DataConfig, ShardSet
 from mmadapter.data.budget import SampleBudget, first_samples
 from mmadapter.data.members import DecodedSample, decode_sample
-from mmadapter.data.packing import batch_stream
+from mmadapter.data.packing import batch_stream, oversized
 from mmadapter.data.skips import BadSample, SkipCounter
 from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
@@ -43,6 +46,8 @@ __all__ = ["ShardStream", "StreamPosition", "expand_shards", "mix", "sample_stag
 
 Prepare = Callable[[DecodedSample], Sample]
 REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://")
+GIVE_UP_AFTER = 1000
+"""Skips in a row, with no sample passing, after which a resampled stream stops (per loader worker)."""
 
 
 @dataclass(frozen=True)
@@ -121,10 +126,12 @@ def sample_stages(
     rng: random.Random,
     budget: SampleBudget | None = None,
     limits: MediaLimits = DEFAULT_LIMITS,
+    max_tokens: int | None = None,
 ) -> Iterator[Sample]:
     """The per-shard-set stages, from shard URLs to prepared samples (only the ``budget``'s, when given).
 
-    Media above ``limits`` (the recipe's ``data.limits``) are skipped and counted.
+    Media above ``limits`` (the recipe's ``data.limits``) are skipped and counted; so is a sample longer
+    than ``max_tokens``, here rather than in the packer so that it never counts as passed.
     """
     tars = _TarErrors(counter)
     pipeline = wds.DataPipeline(
@@ -134,9 +141,20 @@ def sample_stages(
         wds.select(budget.keeps) if budget is not None else _same,
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=rng) if shuffle_buffer > 1 else _same,
         _guarded(lambda raw: decode_sample(raw, limits=limits), counter, "decode"),
-        _guarded(prepare, counter, "prepare", last=True),
+        _guarded(prepare if max_tokens is None else _within(prepare, max_tokens), counter, "prepare", last=True),
     )
     return iter(pipeline)
+
+
+def _within(prepare: Prepare, max_tokens: int) -> Prepare:
+    def prepare_within(decoded: DecodedSample) -> Sample:
+        sample = prepare(decoded)
+        error = oversized(sample, max_tokens)
+        if error is not None:
+            raise error
+        return sample
+
+    return prepare_within
 
 
 class ShardStream(IterableDataset):
@@ -186,17 +204,18 @@ class ShardStream(IterableDataset):
         pos = self.position
         if info is not None:
             pos = StreamPosition(pos.seed, pos.epoch, pos.rank, pos.world_size, info.id, info.num_workers)
-        counter = SkipCounter()
-        streams = []
+        counter = SkipCounter(give_up_after=GIVE_UP_AFTER if self.resampled else None)
+        streams, data = [], self.data
         for i, (urls, budget) in enumerate(zip(self.urls, self.budgets, strict=True)):
             if self.resampled:
                 order = resampled_order(urls, pos.rng("resample", i), None if budget is None else budget.shard_weights)
             else:
                 order = iter(shard_order(urls, pos))
             rng = pos.rng("shuffle", i)
-            streams.append(
-                sample_stages(order, self.prepare, counter, self.data.shuffle_buffer, rng, budget, self.data.limits)
+            stages = sample_stages(
+                order, self.prepare, counter, data.shuffle_buffer, rng, budget, data.limits, data.max_tokens
             )
+            streams.append(stages)
         samples = mix(streams, self.weights, pos.rng("mix"))
         reported = SkipCounter()
 

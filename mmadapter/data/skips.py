@@ -4,6 +4,11 @@ Every stage that can fail on bad data (shard writer, decode, tokenization, packi
 :class:`BadSample` or lets a known foreign exception through; :func:`as_bad_sample` is the one place that
 maps a failure to exactly one reason, and :class:`SkipCounter` counts skips by reason and enforces a
 recipe's ``max_bad_fraction`` (DESIGN.md §5, §8).
+
+Samples above the recipe's own limits (:data:`LIMIT_REASONS`: ``data.limits``, ``data.max_tokens``) are
+skipped and counted like bad ones, but they are the recipe's choice rather than broken data, so they do not
+count towards ``max_bad_fraction``; a stream where nothing passes at all stops either way
+(:class:`NoUsableSamples`).
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 __all__ = [
+    "LIMIT_REASONS",
     "SKIP_REASONS",
     "BadFractionExceeded",
     "BadSample",
+    "NoUsableSamples",
     "SkipCounter",
     "SkipReason",
     "as_bad_sample",
@@ -45,6 +52,8 @@ SkipReason = Literal[
     "unsafe_member",
 ]
 SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
+LIMIT_REASONS: tuple[SkipReason, ...] = ("too_long", "too_large_image", "too_large_graph")
+"""Skips for being above a limit the recipe (or ``mmadapter shard``) set, not for broken data."""
 
 
 class BadSample(ValueError):
@@ -86,7 +95,11 @@ class BadSample(ValueError):
 
 
 class BadFractionExceeded(ValueError):
-    """More samples were skipped than a recipe's ``max_bad_fraction`` allows."""
+    """More samples were bad than a recipe's ``max_bad_fraction`` allows."""
+
+
+class NoUsableSamples(ValueError):
+    """A stream skipped so many samples in a row that it would never yield a batch."""
 
 
 def as_bad_sample(exc: BaseException, key: str | None = None, source: str | None = None) -> BadSample | None:
@@ -136,15 +149,31 @@ class SkipCounter:
         ok: Samples that passed.
         counts: Skipped samples per reason.
         examples: The first skip message of each reason, for the error that stops a run.
+        give_up_after: Raise :class:`NoUsableSamples` once this many skips follow one another with no sample
+            passing in between (a resampled stream of nothing but bad shards would otherwise spin forever);
+            ``None`` never gives up. Local to this counter: neither merged nor serialised.
+        in_a_row: Skips since the last sample that passed (or since the start).
     """
 
     ok: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
+    give_up_after: int | None = field(default=None, compare=False)
+    in_a_row: int = field(default=0, compare=False, repr=False)
 
     @property
     def skipped(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def over_limits(self) -> int:
+        """Skips for being above a limit (:data:`LIMIT_REASONS`)."""
+        return sum(self.counts[reason] for reason in LIMIT_REASONS)
+
+    @property
+    def bad(self) -> int:
+        """Skips for broken data: all but :attr:`over_limits`."""
+        return self.skipped - self.over_limits
 
     @property
     def seen(self) -> int:
@@ -153,6 +182,8 @@ class SkipCounter:
     def record_ok(self, n: int = 1) -> None:
         """Count ``n`` samples that passed."""
         self.ok += n
+        if n:
+            self.in_a_row = 0
 
     def record(self, exc: BaseException, key: str | None = None, source: str | None = None) -> BadSample:
         """Count and log one skipped sample.
@@ -167,13 +198,20 @@ class SkipCounter:
 
         Raises:
             BaseException: ``exc`` itself when it does not mean bad data (see :func:`as_bad_sample`).
+            NoUsableSamples: This was skip number :attr:`give_up_after` in a row.
         """
         bad = as_bad_sample(exc, key, source)
         if bad is None:
             raise exc
         self.counts[bad.reason] += 1
         self.examples.setdefault(bad.reason, str(bad))
+        self.in_a_row += 1
         log.warning("skipped %s", bad)
+        if self.give_up_after is not None and self.in_a_row >= self.give_up_after:
+            raise NoUsableSamples(
+                f"the last {self.in_a_row} samples were all skipped, none passed ({self.summary()}); "
+                f"e.g. {bad}; check the shards, data.limits and data.max_tokens"
+            )
         return bad
 
     def handler(self, exc: BaseException) -> bool:
@@ -216,30 +254,31 @@ class SkipCounter:
         return cls(int(data.get("ok", 0)), Counter(data.get("by_reason", {})), dict(data.get("examples", {})))
 
     def summary(self) -> str:
-        """One line for logs: ``skipped 3 of 120 samples (2.5%): corrupt_audio 2, bad_json 1``."""
+        """One line for logs: ``skipped 3 of 120 samples (2.5%): corrupt_audio 2, too_long 1 (1 above the limits)``."""
         if not self.skipped:
             return f"skipped 0 of {self.seen} samples"
         reasons = ", ".join(f"{reason} {n}" for reason, n in self._top())
-        return f"skipped {self.skipped} of {self.seen} samples ({self.skipped / self.seen:.1%}): {reasons}"
+        limits = f" ({self.over_limits} above the limits)" if self.over_limits else ""
+        return f"skipped {self.skipped} of {self.seen} samples ({self.skipped / self.seen:.1%}): {reasons}{limits}"
 
     def check(self, max_bad_fraction: float, min_seen: int = 100) -> None:
-        """Stop when too many samples were bad.
+        """Stop when too many samples were bad; skips above the limits (:attr:`over_limits`) do not count.
 
         Args:
-            max_bad_fraction: The largest allowed ``skipped / seen`` (a recipe's ``data.max_bad_fraction``).
+            max_bad_fraction: The largest allowed ``bad / seen`` (a recipe's ``data.max_bad_fraction``).
             min_seen: Judge only from this many samples on, so that one bad sample among the first few does
                 not stop a run.
 
         Raises:
-            BadFractionExceeded: ``skipped / seen`` is above ``max_bad_fraction``; the message names the
-                fraction, the most frequent reasons and an example of the most frequent one.
+            BadFractionExceeded: ``bad / seen`` is above ``max_bad_fraction``; the message names the
+                fraction, the most frequent bad reasons and an example of the most frequent one.
         """
-        if self.seen < max(min_seen, 1) or self.skipped <= max_bad_fraction * self.seen:
+        if self.seen < max(min_seen, 1) or self.bad <= max_bad_fraction * self.seen:
             return
-        top = self._top()
+        top = [(reason, n) for reason, n in self._top() if reason not in LIMIT_REASONS]
         reasons = ", ".join(f"{reason} {n}" for reason, n in top[:3])
         raise BadFractionExceeded(
-            f"{self.skipped} of {self.seen} samples were bad ({self.skipped / self.seen:.1%}), more than "
+            f"{self.bad} of {self.seen} samples were bad ({self.bad / self.seen:.1%}), more than "
             f"max_bad_fraction {max_bad_fraction:.1%}; top reasons: {reasons}; e.g. {self.examples.get(top[0][0])}"
         )
 

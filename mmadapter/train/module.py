@@ -35,7 +35,7 @@ class StageModule(L.LightningModule):
         stage: The stage being trained.
         train: The recipe's train section.
         max_steps: Optimizer steps of this stage.
-        max_bad_fraction: Stop when more of the data stream than this was skipped.
+        max_bad_fraction: Stop when more of the data stream than this was bad (skips above the limits aside).
         keys_log: Where to append each batch's sample keys (``train.log_sample_keys``), a line per batch.
     """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import signal
 import subprocess
 import tarfile
 from collections import Counter
@@ -17,7 +18,9 @@ from media_samples import audio_bytes, image_bytes
 from torch.utils.data import DataLoader
 
 from mmadapter.config import DataConfig, RecipeError, ShardSet
+from mmadapter.data import pipeline
 from mmadapter.data.pipeline import ShardStream, StreamPosition, expand_shards
+from mmadapter.data.skips import NoUsableSamples, SkipCounter
 from mmadapter.llm import IGNORE_INDEX, MODALITY_IDS
 from mmadapter.model import MultimodalLM
 
@@ -232,3 +235,34 @@ def test_recipe_data_limits_are_validated(tmp_path: Path) -> None:
         tiny_recipe("data.limits.max_audio_second=30")
     with pytest.raises(RecipeError, match=r"data\.limits\.max_pixels"):
         tiny_recipe("data.limits.max_pixels=0")
+
+
+def test_a_sample_longer_than_max_tokens_counts_once(model: MultimodalLM, tmp_path: Path) -> None:
+    write_tar(tmp_path / "text.tar", {"short.json": meta("hi", "yes"), "long.json": meta("hi " * 200, "no")})
+    batches = list(stream(model, str(tmp_path / "text.tar"), max_tokens=100))
+    assert keys(batches) == ["short"]
+    counts = SkipCounter()
+    for b in batches:
+        counts.merge(b.skipped)
+    assert (counts.seen, counts.ok, counts.by_reason()) == (2, 1, {"too_long": 1})
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_resampled_stream_of_nothing_usable_stops(
+    model: MultimodalLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    monkeypatch.setattr(pipeline, "GIVE_UP_AFTER", 20)
+    write_tar(tmp_path / "bad.tar", {"a.json": b"{not json", "b.json": meta("hi " * 200, "too long")})
+    ds = stream(model, str(tmp_path / "bad.tar"), resampled=True, max_tokens=100)
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("the stream neither yielded a batch nor gave up")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        with pytest.raises(NoUsableSamples, match=r"last 20 samples were all skipped.*bad_json \d+, too_long \d+"):
+            next(iter(DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda b: b)))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

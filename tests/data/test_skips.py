@@ -6,7 +6,15 @@ import tarfile
 
 import pytest
 
-from mmadapter.data.skips import SKIP_REASONS, BadFractionExceeded, BadSample, SkipCounter, as_bad_sample
+from mmadapter.data.skips import (
+    LIMIT_REASONS,
+    SKIP_REASONS,
+    BadFractionExceeded,
+    BadSample,
+    NoUsableSamples,
+    SkipCounter,
+    as_bad_sample,
+)
 
 
 def test_closed_set_of_reasons() -> None:
@@ -109,3 +117,32 @@ def test_check_waits_for_min_seen() -> None:
     counter.check(0.05, min_seen=10)
     with pytest.raises(BadFractionExceeded, match="1 of 1 samples"):
         counter.check(0.05, min_seen=1)
+
+
+def test_skips_above_the_limits_are_counted_but_not_bad() -> None:
+    counter = SkipCounter()
+    counter.record_ok(10)
+    for i in range(90):
+        counter.record(BadSample(LIMIT_REASONS[i % len(LIMIT_REASONS)], f"k{i}", "above data.limits"))
+    counter.check(0.05)  # 90 of 100 skipped, none of them bad
+    assert (counter.skipped, counter.over_limits, counter.bad) == (90, 90, 0)
+    assert counter.summary().endswith("too_large_graph 30, too_long 30 (90 above the limits)")
+    for i in range(6):
+        counter.record(BadSample("corrupt_audio", f"a{i}", "not audio"))
+    with pytest.raises(BadFractionExceeded) as info:
+        counter.check(0.05)
+    assert "6 of 106 samples were bad (5.7%)" in str(info.value)
+    assert "top reasons: corrupt_audio 6;" in str(info.value)
+
+
+def test_give_up_after_that_many_skips_in_a_row() -> None:
+    counter = SkipCounter(give_up_after=3)
+    counter.record(BadSample("bad_json", "a", "x"))
+    counter.record(BadSample("too_long", "b", "x"))
+    counter.record_ok()  # a sample passing starts the run again
+    counter.record(BadSample("bad_json", "c", "x"))
+    counter.record(BadSample("bad_json", "d", "x"))
+    with pytest.raises(NoUsableSamples, match=r"last 3 samples were all skipped.*sample 'e'"):
+        counter.record(BadSample("too_long", "e", "x"))
+    assert counter.skipped == 5
+    assert SkipCounter().merge(counter) == counter  # the run length is local: not merged, not compared
