@@ -36,6 +36,7 @@ from mmadapter.inference import (
     write_predictions,
 )
 from mmadapter.inference_inputs import Request, open_requests
+from mmadapter.limits import DEFAULT_LIMITS, MediaLimits, add_limit_arguments, limits_from_args
 from mmadapter.metrics import METRICS, Metric, corpus_score, metric_for
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ def evaluate(
     tasks: Sequence[str] | None = None,
     default_lang: str | None = None,
     device: str | None = None,
+    limits: MediaLimits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """Answer every sample of ``inputs`` and score the answers against their references.
 
@@ -141,12 +143,13 @@ def evaluate(
         tasks: Only samples of these tasks (default: all).
         default_lang: The language of samples without ``lang``.
         device: Where to load an artefact (ignored for a model).
+        limits: Media size limits; an item above one is an error (a training run passes its ``data.limits``).
 
     Returns:
         The report described in the module docstring (with ``"predictions"`` when written).
     """
     metric = _check_metric(metric)
-    requests = open_requests(inputs)
+    requests = open_requests(inputs, limits=limits)
     if tasks:
         requests = _kept(requests, tasks)
     model = model_or_dir if not isinstance(model_or_dir, str | Path) else load_model(model_or_dir, device)
@@ -221,6 +224,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", action="append", help="evaluate only samples of this task (repeatable)")
     parser.add_argument("--lang", help="language of samples without one (e.g. en for the English normaliser)")
     add_generation_arguments(parser)
+    add_limit_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         tasks=args.task,
         default_lang=args.lang,
         device=args.device,
+        limits=limits_from_args(args),
     )
     print(format_report(report))
     if args.output is not None:

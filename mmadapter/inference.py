@@ -30,6 +30,7 @@ import torch
 
 from mmadapter.data.skips import BadSample
 from mmadapter.inference_inputs import Request, file_request, open_requests
+from mmadapter.limits import add_limit_arguments, limits_from_args
 
 if TYPE_CHECKING:
     from mmadapter.batch import Sample
@@ -314,6 +315,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     batch.add_argument("--output", type=Path, help="OUT.jsonl: {key, output} or {key, error} per item")
     add_generation_arguments(parser)
+    add_limit_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -330,11 +332,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("batch mode takes --input and --output, and no --audio/--image/--graph")
     if args.input is None and args.output is not None:
         raise ValueError("--output needs --input (batch mode)")
-    options = generation_options(args)
+    options, limits = generation_options(args), limits_from_args(args)
     if args.input is None:
         if not media and args.prompt is None:
             raise ValueError("give --audio/--image/--graph and/or --prompt, or --input and --output")
-        request = file_request("input", media, args.prompt)
+        request = file_request("input", media, args.prompt, limits)
         if request.error is not None:  # reported before the model is loaded
             print(f"mmadapter infer: error: {request.error}", file=sys.stderr)
             return 1
@@ -344,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(prediction.output)
         return 0
-    requests = open_requests(args.input, args.prompt)
+    requests = open_requests(args.input, args.prompt, limits)
     model = load_model(args.checkpoint, args.device)
     counts = write_predictions(InferenceRunner(model, args.batch_size, options).predict(requests), args.output)
     answered = counts["written"] - counts["errors"]

@@ -2,8 +2,9 @@
 
 Every source yields one :class:`Request` per item, lazily and in input order, so that only one batch of
 decoded media is held at a time. An item that cannot be read (missing file, corrupt audio or image, bad
-JSON line, placeholder mismatch) becomes a request that carries its ``error`` instead of raising, so one
-bad item never stops the others. A truncated shard yields one failed request with no key.
+JSON line, placeholder mismatch, media above the size limits) becomes a request that carries its ``error``
+instead of raising, so one bad item never stops the others. A truncated shard yields one failed request
+with no key. The limits are :data:`~mmadapter.limits.DEFAULT_LIMITS` unless a reader is given others.
 
 Prompts (folders, single files and manifest lines in the short form): with no prompt, each modality's
 default from :data:`~mmadapter.data.manifest.DEFAULT_PROMPTS` (``asr`` for audio, ``caption`` for images,
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,6 @@ from typing import Any
 import webdataset as wds
 
 from mmadapter.config import MODALITIES
-from mmadapter.data.audio import decode_audio
-from mmadapter.data.graph import decode_graph
-from mmadapter.data.image import decode_image
 from mmadapter.data.manifest import (
     DEFAULT_PROMPTS,
     MODALITY_PLACEHOLDERS,
@@ -40,9 +38,10 @@ from mmadapter.data.manifest import (
     parse_record,
     read_media,
 )
-from mmadapter.data.members import decode_sample
+from mmadapter.data.members import decode_item, decode_sample
 from mmadapter.data.pipeline import REMOTE_PREFIXES, expand_shards, shard_of_error, tail_is_cut
 from mmadapter.data.skips import BadSample, as_bad_sample
+from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
 __all__ = [
     "MODALITY_TASKS",
@@ -58,11 +57,6 @@ __all__ = [
 
 # The task whose default prompt an item of each modality gets when no prompt is given.
 MODALITY_TASKS: dict[str, str] = {"audio": "asr", "image": "caption", "graph": "graph_caption"}
-_DECODERS: dict[str, Callable[[bytes, str], Any]] = {
-    "audio": decode_audio,
-    "image": decode_image,
-    "graph": decode_graph,
-}
 _UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -149,17 +143,23 @@ def _read(path: Path, modality: str, key: str) -> bytes:
         raise BadSample("missing_file", key, f"{modality} file {path}: {e.strerror or e}") from e
 
 
-def _decode(media: Mapping[str, Sequence[tuple[str, bytes]]]) -> dict[str, list[Any]]:
-    return {m: [_DECODERS[m](data, name) for name, data in pairs] for m, pairs in media.items() if pairs}
+def _decode(media: Mapping[str, Sequence[tuple[str, bytes]]], limits: MediaLimits) -> dict[str, list[Any]]:
+    return {m: [decode_item(m, data, name, limits) for name, data in pairs] for m, pairs in media.items() if pairs}
 
 
-def file_request(key: str, media: Mapping[str, Sequence[Path | str]], prompt: str | None = None) -> Request:
+def file_request(
+    key: str,
+    media: Mapping[str, Sequence[Path | str]],
+    prompt: str | None = None,
+    limits: MediaLimits = DEFAULT_LIMITS,
+) -> Request:
     """One request from media files on disk (single mode, folders).
 
     Args:
         key: The item key.
         media: Per modality, the file paths in placeholder order.
         prompt: The user prompt; ``None`` for the modality defaults. Placeholders are added where missing.
+        limits: Media size limits; an item above one fails (``too_long``, ``too_large_image``, …).
 
     Returns:
         The request, or a failed one (missing file, undecodable media, placeholder mismatch).
@@ -170,7 +170,7 @@ def file_request(key: str, media: Mapping[str, Sequence[Path | str]], prompt: st
         check_placeholders(messages, counts, key)
         data = {m: [(str(p), _read(Path(p), m, key)) for p in paths] for m, paths in media.items()}
         files = ", ".join(name for pairs in data.values() for name, _ in pairs)
-        return Request(key, messages, _decode(data), source=files or None)
+        return Request(key, messages, _decode(data, limits), source=files or None)
     except BadSample as e:
         return Request.failed(key, e.with_key(key))
     except ValueError as e:
@@ -192,7 +192,9 @@ def _unique_key(stem: str, seen: set[str]) -> str:
     return key
 
 
-def folder_requests(folder: Path | str, prompt: str | None = None) -> Iterator[Request]:
+def folder_requests(
+    folder: Path | str, prompt: str | None = None, limits: MediaLimits = DEFAULT_LIMITS
+) -> Iterator[Request]:
     """One request per audio, image or graph file directly in ``folder``, sorted by file name.
 
     Keys are file stems with characters other than letters, digits, ``_`` and ``-`` replaced by ``_``
@@ -205,7 +207,7 @@ def folder_requests(folder: Path | str, prompt: str | None = None) -> Iterator[R
         assert kind is not None
         modality, ext = kind
         key = _unique_key(path.name[: -len(ext) - 1], seen)
-        yield file_request(key, {modality: [path]}, prompt)
+        yield file_request(key, {modality: [path]}, prompt, limits)
 
 
 def _with_prompt(line: bytes, prompt: str | None) -> bytes:
@@ -230,7 +232,9 @@ def _with_prompt(line: bytes, prompt: str | None) -> bytes:
     return json.dumps(record).encode()
 
 
-def manifest_requests(path: Path | str, prompt: str | None = None) -> Iterator[Request]:
+def manifest_requests(
+    path: Path | str, prompt: str | None = None, limits: MediaLimits = DEFAULT_LIMITS
+) -> Iterator[Request]:
     """One request per non-blank line of a JSONL manifest (DESIGN.md §5), in line order.
 
     Media paths are relative to the manifest. A line may hold ``messages`` (any number of turns and items)
@@ -243,10 +247,10 @@ def manifest_requests(path: Path | str, prompt: str | None = None) -> Iterator[R
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
-    return _manifest_requests(path, prompt)
+    return _manifest_requests(path, prompt, limits)
 
 
-def _manifest_requests(path: Path, prompt: str | None) -> Iterator[Request]:
+def _manifest_requests(path: Path, prompt: str | None, limits: MediaLimits) -> Iterator[Request]:
     for source, line in iter_manifest_lines(path):
         key = lang = task = None
         try:
@@ -254,26 +258,28 @@ def _manifest_requests(path: Path, prompt: str | None) -> Iterator[Request]:
             key, lang, task = record.key, record.meta.get("lang"), record.meta.get("task")
             messages, reference = split_reference(record.messages, key, source)
             media = read_media(record)
-            items = _decode({m: list(zip(map(str, record.media[m]), datas, strict=True)) for m, datas in media.items()})
+            pairs = {m: list(zip(map(str, record.media[m]), datas, strict=True)) for m, datas in media.items()}
+            items = _decode(pairs, limits)
         except BadSample as e:
             yield Request.failed(key or e.key, e.with_key(key, source), lang, task)
             continue
         yield Request(key, messages, items, reference, lang, task, source=source)
 
 
-def shard_requests(spec: str | Sequence[str]) -> Iterator[Request]:
+def shard_requests(spec: str | Sequence[str], limits: MediaLimits = DEFAULT_LIMITS) -> Iterator[Request]:
     """One request per sample of webdataset shards, read with our decoder (never webdataset's).
 
     Args:
         spec: A brace pattern (``shards/shard-{000000..000009}.tar``), a ``.tar`` path, or a list of them.
+        limits: Media size limits; a sample above one becomes a failed request.
 
     Raises:
         FileNotFoundError: a local shard does not exist (a truncated one becomes a failed request).
     """
-    return _shard_requests(expand_shards(spec))
+    return _shard_requests(expand_shards(spec), limits)
 
 
-def _shard_requests(urls: list[str]) -> Iterator[Request]:
+def _shard_requests(urls: list[str], limits: MediaLimits) -> Iterator[Request]:
     errors: list[BaseException] = []
 
     def handler(exc: BaseException) -> bool:
@@ -291,7 +297,7 @@ def _shard_requests(urls: list[str]) -> Iterator[Request]:
     cut: set[str] = set()
     for raw in pipeline:
         yield from _tar_errors(errors, cut)
-        yield _shard_request(raw)
+        yield _shard_request(raw, limits)
     yield from _tar_errors(errors, cut)
 
 
@@ -308,10 +314,10 @@ def _tar_errors(errors: list[BaseException], cut: set[str]) -> Iterator[Request]
         yield Request.failed(None, bad if bad is not None else exc)
 
 
-def _shard_request(raw: Mapping[str, Any]) -> Request:
+def _shard_request(raw: Mapping[str, Any], limits: MediaLimits) -> Request:
     key = str(raw.get("__key__"))
     try:
-        decoded = decode_sample(raw, require_response=False)
+        decoded = decode_sample(raw, limits=limits, require_response=False)
         messages, reference = split_reference(decoded["messages"], key, decoded["url"])
     except BadSample as e:
         return Request.failed(key, e)
@@ -321,13 +327,16 @@ def _shard_request(raw: Mapping[str, Any]) -> Request:
     return Request(key, messages, items, reference, lang, task, source=decoded["url"])
 
 
-def open_requests(inputs: str | Path | Sequence[str | Path], prompt: str | None = None) -> Iterator[Request]:
+def open_requests(
+    inputs: str | Path | Sequence[str | Path], prompt: str | None = None, limits: MediaLimits = DEFAULT_LIMITS
+) -> Iterator[Request]:
     """The requests of ``--input``: a folder, a ``.jsonl`` manifest, or shards (``.tar`` paths, brace patterns).
 
     Args:
         inputs: One folder or manifest, or one or more shard specs.
         prompt: The prompt for folder items and short-form manifest lines without one (not for shards,
             whose samples carry their own).
+        limits: Media size limits (``--max-pixels`` …); an item above one becomes a failed request.
 
     Raises:
         FileNotFoundError: the folder, manifest or a shard does not exist.
@@ -335,11 +344,11 @@ def open_requests(inputs: str | Path | Sequence[str | Path], prompt: str | None 
     """
     specs = [str(inputs)] if isinstance(inputs, str | Path) else [str(s) for s in inputs]
     if len(specs) == 1 and Path(specs[0]).is_dir():
-        return folder_requests(specs[0], prompt)
+        return folder_requests(specs[0], prompt, limits)
     if len(specs) == 1 and specs[0].endswith(".jsonl"):
-        return manifest_requests(specs[0], prompt)
+        return manifest_requests(specs[0], prompt, limits)
     if specs and all(s.endswith(".tar") or "{" in s for s in specs):
-        return shard_requests(specs)
+        return shard_requests(specs, limits)
     raise ValueError(
         f"input {' '.join(specs)!r} is not a folder, a .jsonl manifest, or webdataset shards "
         "(.tar paths or a brace pattern such as shards/shard-{000000..000009}.tar)"

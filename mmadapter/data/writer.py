@@ -37,7 +37,7 @@ import webdataset as wds
 from mmadapter.data.manifest import iter_manifest_lines, media_extension, parse_record, read_media
 from mmadapter.data.members import decode_item, item_extension
 from mmadapter.data.skips import BadSample, SkipCounter
-from mmadapter.limits import DEFAULT_LIMITS, MAX_GRAPH_EDGES, MAX_GRAPH_NODES, MAX_PIXELS, MediaLimits
+from mmadapter.limits import DEFAULT_LIMITS, MediaLimits, add_limit_arguments, limits_from_args
 
 __all__ = [
     "DEFAULT_MAX_COUNT",
@@ -272,21 +272,6 @@ def write_shards(
     return stats
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    """An argparse type: a number of ``kind`` above 0 (media limits; a limit of 0 would skip everything)."""
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``mmadapter shard``; pair with :func:`run`."""
     parser.add_argument("manifest", type=Path, help="JSONL manifest, one sample a line (DESIGN.md §5)")
@@ -294,21 +279,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-count", type=int, default=DEFAULT_MAX_COUNT, help="samples per shard at most")
     parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, help="bytes per shard (about)")
     parser.add_argument("--workers", type=int, default=1, help="decoding processes (output is the same)")
-    pos_int, pos_float = _positive(int), _positive(float)
-    parser.add_argument("--max-pixels", type=pos_int, default=MAX_PIXELS, help="largest image width × height")
-    parser.add_argument("--max-audio-seconds", type=pos_float, default=None, help="skip longer audio as too_long")
-    parser.add_argument(
-        "--max-graph-nodes",
-        type=pos_int,
-        default=MAX_GRAPH_NODES,
-        help="skip graphs with more nodes as too_large_graph",
-    )
-    parser.add_argument(
-        "--max-graph-edges",
-        type=pos_int,
-        default=MAX_GRAPH_EDGES,
-        help="skip graphs with more edges as too_large_graph",
-    )
+    add_limit_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace shards already in OUT_DIR")
 
 
@@ -320,12 +291,7 @@ def run(args: argparse.Namespace) -> int:
         max_count=args.max_count,
         max_size=args.max_size,
         workers=args.workers,
-        limits=MediaLimits(
-            max_pixels=args.max_pixels,
-            max_audio_seconds=args.max_audio_seconds,
-            max_graph_nodes=args.max_graph_nodes,
-            max_graph_edges=args.max_graph_edges,
-        ),
+        limits=limits_from_args(args),
         overwrite=args.overwrite,
     )
     skipped = ", ".join(f"{reason} {n}" for reason, n in stats["skipped"].items()) or "none"

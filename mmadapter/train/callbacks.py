@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from mmadapter.artefact import save_artefact
+from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
 __all__ = ["BestArtefact", "MetricsLog", "PeriodicCheckpoint", "TaskMetric"]
 
@@ -81,18 +82,21 @@ class PeriodicCheckpoint(L.Callback):
 
 class TaskMetric(L.Callback):
     """At each validation, generates answers for the validation shards and logs ``val_<metric>`` (WER, …)
-    computed by :func:`mmadapter.evaluate.evaluate`; runs on rank 0 and is shared with the other ranks."""
+    computed by :func:`mmadapter.evaluate.evaluate`; runs on rank 0 and is shared with the other ranks.
+    Samples above ``limits`` (the stage's ``data.limits``) are left out of the score, as they are out of the
+    validation loss."""
 
-    def __init__(self, shards: list[str], metric: str) -> None:
+    def __init__(self, shards: list[str], metric: str, limits: MediaLimits = DEFAULT_LIMITS) -> None:
         self.shards = shards
         self.metric = metric
+        self.limits = limits
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from mmadapter.evaluate import evaluate
 
         value = torch.tensor(float("nan"), device=pl_module.device)
         if trainer.is_global_zero:
-            report = evaluate(pl_module.model, self.shards, self.metric)
+            report = evaluate(pl_module.model, self.shards, self.metric, limits=self.limits)
             if report["overall"] is not None:
                 value.fill_(float(report["overall"]))
         value = trainer.strategy.broadcast(value, src=0)

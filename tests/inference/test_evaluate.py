@@ -15,6 +15,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from mmadapter import evaluate as evaluation
 from mmadapter.evaluate import evaluate, read_predictions, score_predictions
+from mmadapter.limits import MediaLimits
 from mmadapter.model import MultimodalLM
 
 SHARDS = ROOT / "tests" / "assets" / "shards"
@@ -130,3 +131,14 @@ def test_score_predictions_counts_and_missing_languages() -> None:
     assert score_predictions(lines[1:], "bleu")["overall"] is None
     with pytest.raises(ValueError, match="unknown metric"):
         score_predictions(lines, "ter")
+
+
+def test_eval_reads_within_the_limits_it_is_given(known_answers, artefact, capsys) -> None:
+    model = MultimodalLM.from_recipe(tiny_recipe())
+    report = evaluate(model, known_answers, "wer", limits=MediaLimits(max_audio_seconds=0.1))  # tone.flac: 0.4 s
+    assert (report["n"], report["errors"], report["overall"]) == (0, 7, None)
+    assert run_eval(artefact, "--input", SHARDS / "shard-000000.tar", "--max-audio-seconds", "0.1") == 1
+    assert "over 0 item(s); 6 error(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        run_eval(artefact, "--input", SHARDS / "shard-000000.tar", "--max-audio-seconds", "0")
+    assert "--max-audio-seconds: must be above 0" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from mmadapter.inference_inputs import (
     open_requests,
     split_reference,
 )
+from mmadapter.limits import MediaLimits
 
 MEDIA = ROOT / "tests" / "assets" / "media"
 
@@ -99,3 +100,23 @@ def test_input_kinds(tmp_path: Path) -> None:
         open_requests(tmp_path / "none.jsonl")
     with pytest.raises(FileNotFoundError, match="shard not found"):
         open_requests([str(tmp_path / "a.tar"), str(tmp_path / "b.tar")])
+
+
+def test_every_input_kind_reads_within_the_given_limits(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in ("tone.flac", "red.png"):
+        shutil.copy(MEDIA / name, folder / name)
+    lines = [{"key": "tone", "audio": "folder/tone.flac"}, {"key": "red", "image": "folder/red.png"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    shards = str(ROOT / "tests" / "assets" / "shards" / "shard-{000000..000001}.tar")
+    strict = MediaLimits(max_audio_seconds=0.1, max_pixels=4)  # tone.flac lasts 0.4 s; every image is bigger
+    for inputs in (folder, tmp_path / "m.jsonl", shards):
+        assert all(r.error is None for r in open_requests(inputs))
+        failed = {r.key: r.error for r in open_requests(inputs, limits=strict) if r.error is not None}
+        audio = [key for key in failed if key.startswith("tone")]
+        assert len(audio) == (6 if inputs == shards else 1) and len(failed) == (9 if inputs == shards else 2)
+        for key, error in failed.items():
+            assert (": too_long: " if key in audio else ": too_large_image: ") in error, (inputs, error)
+    request = file_request("one", {"image": [folder / "red.png"]}, limits=strict)
+    assert request.error is not None and ": too_large_image: " in request.error
