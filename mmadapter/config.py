@@ -8,7 +8,6 @@ problem at once with its dotted path and, for unknown keys, the closest known ke
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ from mmadapter.adapter_config import BiasNormConfig, GatedAttentionConfig, MoLoR
 from mmadapter.limits import MediaLimits
 from mmadapter.recipe_errors import RecipeError, describe_error
 from mmadapter.recipe_from import resolve_model_from
+from mmadapter.recipe_overrides import apply_overrides
 from mmadapter.registry import ComponentSpec, Registry
 
 __all__ = [
@@ -205,7 +205,7 @@ class Recipe(_Section):
             recipe = None
         problems += _check_components(data)
         problems += _check_groups(data)
-        problems += [] if recipe is None else _check_stage_data(recipe)
+        problems += _check_stage_data(data)
         if problems:
             raise RecipeError(problems, source)
         assert recipe is not None
@@ -247,47 +247,6 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError([("<root>", f"expected a mapping, got {type(data).__name__}")], str(path))
     apply_overrides(data, overrides, source=str(path))
     return Recipe.from_dict(data, source=str(path))
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str | None = None) -> None:
-    """Apply ``dotted.key=value`` overrides in place; values are JSON when they parse, else strings.
-
-    Integer path parts index lists (``train.stages.1.max_steps=10``); missing mappings are created.
-    """
-    problems = []
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            problems.append((item, "an override must look like dotted.key=value"))
-            continue
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        parts = key.split(".")
-        node: Any = data
-        try:
-            for i, part in enumerate(parts):
-                last = i == len(parts) - 1
-                if isinstance(node, list):
-                    idx = int(part)
-                    if not -len(node) <= idx < len(node):
-                        raise IndexError(f"index {idx} is out of range for a list of {len(node)}")
-                    if last:
-                        node[idx] = value
-                    else:
-                        node = node[idx]
-                elif isinstance(node, dict):
-                    if last:
-                        node[part] = value
-                    else:
-                        node = node.setdefault(part, {})
-                else:
-                    raise TypeError(f"{'.'.join(parts[:i])} is a {type(node).__name__}, not a mapping or list")
-        except (ValueError, IndexError, TypeError) as e:
-            problems.append((key, f"cannot apply override: {e}"))
-    if problems:
-        raise RecipeError(problems, source)
 
 
 # --- validation helpers -------------------------------------------------------------------------------
@@ -350,15 +309,29 @@ def _with_family_specs(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def _check_stage_data(recipe: Recipe) -> list[tuple[str, str]]:
-    """Each stage's ``data`` overrides, validated now rather than when the stage starts."""
+def _check_stage_data(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each stage's ``data`` overrides of the raw recipe, validated now rather than when the stage starts,
+    on top of the recipe's ``data`` (or of the defaults where that has problems of its own)."""
+    try:
+        base = DataConfig.model_validate(data.get("data", {}))
+    except ValidationError:
+        base = DataConfig()  # reported by the recipe's own validation; the stages are judged on their own
     problems = []
-    for i, stage in enumerate(recipe.train.stages):
+    for i, stage in enumerate(_raw_stages(data)):
+        overrides = stage.get("data")
+        if not isinstance(overrides, dict):
+            continue  # absent, or a wrong type that StageConfig reports
         try:
-            recipe.data.with_overrides(stage.data or {})
+            base.with_overrides(overrides)
         except ValidationError as e:
             problems += [describe_error(DataConfig, err, f"train.stages.{i}.data") for err in e.errors()]
     return problems
+
+
+def _raw_stages(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """``train.stages`` of a raw recipe, each one a mapping or an empty one where it is not."""
+    stages = data.get("train", {}).get("stages") if isinstance(data.get("train"), dict) else None
+    return [stage if isinstance(stage, dict) else {} for stage in (stages if isinstance(stages, list) else [])]
 
 
 def _check_groups(data: dict[str, Any]) -> list[tuple[str, str]]:
@@ -373,11 +346,8 @@ def _check_groups(data: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(model.get(key), dict):
             sections[key] = section.model_construct()
     known = trainable_group_names(ModelConfig.model_construct(**sections))
-    stages = data.get("train", {}).get("stages") if isinstance(data.get("train"), dict) else None
     problems = []
-    for i, stage in enumerate(stages if isinstance(stages, list) else []):
-        if not isinstance(stage, dict):
-            continue
+    for i, stage in enumerate(_raw_stages(data)):
         trainable = stage.get("trainable") if isinstance(stage.get("trainable"), list) else []
         for j, group in enumerate(trainable):
             if isinstance(group, str) and group not in known:

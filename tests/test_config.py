@@ -94,3 +94,14 @@ def test_stage_data_overrides_are_checked_at_load_and_merge_limits_key_by_key(tm
     paths = sorted(p for p, _ in info.value.problems)
     assert paths == ["train.stages.0.data.limits.max_audio_secs", "train.stages.0.data.max_tokns"]
     assert "did you mean 'max_tokens'" in str(info.value) and "did you mean 'max_audio_seconds'" in str(info.value)
+    data["model"]["bogus"] = 1  # a problem elsewhere does not hide the stage's
+    data["data"]["max_tokens"] = "many"  # nor one in the data the stage overrides
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, data))
+    paths = sorted(p for p, _ in info.value.problems)
+    assert paths == [
+        "data.max_tokens",
+        "model.bogus",
+        "train.stages.0.data.limits.max_audio_secs",
+        "train.stages.0.data.max_tokns",
+    ]
