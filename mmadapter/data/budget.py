@@ -48,7 +48,8 @@ class SampleBudget:
 
 def first_samples(urls: Sequence[str], n: int) -> SampleBudget:
     """The first ``n`` samples of the shards ``urls`` (local tar files), or all of them when there are fewer.
-    A bad sample among them still takes its place in the budget (the stream skips and counts it as ever).
+    A bad sample among them still takes its place in the budget (the stream skips and counts it as ever); so
+    does each run of a key that recurs later in its tar, as webdataset streams each run as a sample.
 
     Raises:
         ValueError: ``n`` is not positive, or a URL is not a local file (a ``pipe:`` or remote shard cannot be
@@ -60,6 +61,7 @@ def first_samples(urls: Sequence[str], n: int) -> SampleBudget:
         raise ValueError(f"max_samples must be positive, got {n}")
     keys: set[tuple[str, str]] = set()
     counts: dict[str, int] = {}
+    taken = 0
     for url in urls:
         if not Path(url).is_file():
             raise ValueError(f"max_samples needs local shard files to count samples in, got {url!r}")
@@ -72,10 +74,11 @@ def first_samples(urls: Sequence[str], n: int) -> SampleBudget:
                     key = sample_key(member.name)
                     if key is None or key == last:
                         continue
-                    if len(keys) == n:
+                    if taken == n:
                         return SampleBudget(frozenset(keys), counts)
                     keys.add((url, key))
                     counts[url] = counts.get(url, 0) + 1
+                    taken += 1
                     last = key
             except (tarfile.ReadError, EOFError):
                 pass  # a truncated shard: the stream counts it; its members before the cut still count here
