@@ -202,3 +202,12 @@ def test_gpu_strategies_train_two_steps(strategy: str, tmp_path: Path) -> None:
     recipe = tiny_recipe(f"train.strategy={strategy}", "train.devices=1", "train.max_steps=2")
     train(recipe, tmp_path)
     assert (tmp_path / "adapter.safetensors").exists()
+
+
+def test_a_run_that_skips_every_sample_stops_with_a_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(ROOT)
+    overrides = ['data.train=[{"shards": "tests/assets/shards/shard-000000.tar"}]', "data.limits.max_audio_seconds=0.1"]
+    assert main(["train", str(TINY_RECIPE), *overrides, "--run", str(tmp_path / "run")]) == 2  # 0.4 s clips only
+    err = capsys.readouterr().err
+    assert "mmadapter train: error: the last 1000 samples were all skipped, none passed" in err
+    assert "too_long 1000 (1000 above the limits)" in err
