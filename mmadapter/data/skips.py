@@ -52,6 +52,8 @@ SkipReason = Literal[
     "unsafe_member",
 ]
 SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
+LOGGED_PER_REASON = 10
+"""Skips of one reason logged one by one at WARNING; after that a WARNING at every power of ten and DEBUG."""
 LIMIT_REASONS: tuple[SkipReason, ...] = ("too_long", "too_large_image", "too_large_graph")
 """Skips for being above a limit the recipe (or ``mmadapter shard``) set, not for broken data."""
 
@@ -206,13 +208,22 @@ class SkipCounter:
         self.counts[bad.reason] += 1
         self.examples.setdefault(bad.reason, str(bad))
         self.in_a_row += 1
-        log.warning("skipped %s", bad)
+        self._log(bad)
         if self.give_up_after is not None and self.in_a_row >= self.give_up_after:
             raise NoUsableSamples(
                 f"the last {self.in_a_row} samples were all skipped, none passed ({self.summary()}); "
                 f"e.g. {bad}; check the shards, data.limits and data.max_tokens"
             )
         return bad
+
+    def _log(self, bad: BadSample) -> None:
+        n = self.counts[bad.reason]
+        if n <= LOGGED_PER_REASON:
+            log.warning("skipped %s", bad)
+        elif str(n).rstrip("0") == "1":
+            log.warning("skipped %s (%d %s skips so far here; each one is logged at DEBUG)", bad, n, bad.reason)
+        else:
+            log.debug("skipped %s", bad)
 
     def handler(self, exc: BaseException) -> bool:
         """A webdataset handler (``handler=counter.handler``): count the bad sample and go on.

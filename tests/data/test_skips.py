@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import tarfile
 
@@ -8,6 +9,7 @@ import pytest
 
 from mmadapter.data.skips import (
     LIMIT_REASONS,
+    LOGGED_PER_REASON,
     SKIP_REASONS,
     BadFractionExceeded,
     BadSample,
@@ -146,3 +148,16 @@ def test_give_up_after_that_many_skips_in_a_row() -> None:
         counter.record(BadSample("too_long", "e", "x"))
     assert counter.skipped == 5
     assert SkipCounter().merge(counter) == counter  # the run length is local: not merged, not compared
+
+
+def test_each_reason_logs_its_first_skips_then_only_powers_of_ten(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mmadapter.data.skips")
+    counter = SkipCounter()
+    for i in range(1000):
+        counter.record(BadSample("corrupt_audio", f"a{i}", "not audio"))
+    counter.record(BadSample("bad_json", "j", "not JSON"))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == LOGGED_PER_REASON + 2 + 1  # ten, the 100th and the 1000th, and the first bad_json
+    assert "(100 corrupt_audio skips so far here" in warned[LOGGED_PER_REASON]
+    assert "sample 'a999'" in warned[-2] and "sample 'j'" in warned[-1]
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 1000 - LOGGED_PER_REASON - 2
