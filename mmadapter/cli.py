@@ -93,8 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except (ValueError, KeyError, FileNotFoundError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"mmadapter {args.command}: error: {message}", file=sys.stderr)
+        print(f"mmadapter {args.command}: error: {_without_worker_traceback(message, e)}", file=sys.stderr)
         return 2
+
+
+def _without_worker_traceback(message: str, error: BaseException) -> str:
+    """The message of an error re-raised from a DataLoader worker, which torch prefixes with the worker's
+    whole traceback ("Caught ... in DataLoader worker process 0. Original Traceback ...")."""
+    if not message.startswith("Caught ") or "Original Traceback" not in message:
+        return message
+    head = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return message.rpartition(head)[2].strip() if head in message else message
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 A recipe that fine-tunes on "at most 500 utterances of the new language" should hold to it whatever the shards
 contain. :func:`first_samples` lists the members of a set's shards in the order the set names them (within a
-shard, in stored order) and keeps the first ``n`` sample keys, grouping members by key exactly as webdataset does
-(webdataset's ``base_plus_ext``). The stream then reads only the shards that
-hold them and drops every other sample before decoding, so a budget costs a scan of tar headers, not a decode.
+shard, in stored order) and keeps the first ``n`` samples, grouping members into samples exactly as webdataset
+does (by ``base_plus_ext``, one sample per run of a key). The stream then reads only the shards that hold them
+and stops each read of a shard after its share, so a budget costs a scan of tar headers, not a decode.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def sample_key(member: str) -> str | None:
 
 @dataclass(frozen=True)
 class SampleBudget:
-    """The first ``len(keys)`` samples of a shard set: ``keys`` as ``(url, key)``, ``counts`` per shard URL."""
+    """The first samples of a shard set: the first ``counts[url]`` samples of each shard it needs, in the
+    set's order; their keys as ``(url, key)`` in ``keys``."""
 
     keys: frozenset[tuple[str, str]]
     counts: dict[str, int]
@@ -41,9 +42,6 @@ class SampleBudget:
     def shard_weights(self) -> list[int]:
         """The budget's samples in each of :attr:`urls` (resampled shards are drawn in proportion)."""
         return list(self.counts.values())
-
-    def keeps(self, sample: dict) -> bool:
-        return (sample.get("__url__"), sample.get("__key__")) in self.keys
 
 
 def first_samples(urls: Sequence[str], n: int) -> SampleBudget:

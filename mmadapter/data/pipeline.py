@@ -21,6 +21,7 @@ spinning forever without a batch.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import tarfile
@@ -133,12 +134,9 @@ def sample_stages(
     Media above ``limits`` (the recipe's ``data.limits``) are skipped and counted; so is a sample longer
     than ``max_tokens``, here rather than in the packer so that it never counts as passed.
     """
-    tars = _TarErrors(counter)
     pipeline = wds.DataPipeline(
         lambda: ({"url": url} for url in urls),
-        tars.check_tail,
-        wds.tarfile_to_samples(handler=tars.handler),
-        wds.select(budget.keeps) if budget is not None else _same,
+        _ShardReads(counter, budget).samples,
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=rng) if shuffle_buffer > 1 else _same,
         _guarded(lambda raw: decode_sample(raw, limits=limits), counter, "decode"),
         _guarded(prepare if max_tokens is None else _within(prepare, max_tokens), counter, "prepare", last=True),
@@ -255,30 +253,42 @@ def _guarded(fn: Callable[[Any], Any], counter: SkipCounter, stage: str, last: b
     return stage_fn
 
 
-class _TarErrors:
-    """Counts each truncated tar once: from its tail (local files; catches a cut inside a member header,
-    which Python's tarfile takes for a clean end) or from the read error webdataset reports (twice: by the
-    member iterator and again by the shard expander)."""
+class _ShardReads:
+    """Shard URLs → raw samples, one read at a time: only the budget's first samples of each shard (each read
+    of a resampled one), truncated tars counted once each, and a read that gives nothing counted towards
+    the counter's give-up run (an empty or unreadable shard drawn again and again)."""
 
-    def __init__(self, counter: SkipCounter) -> None:
+    def __init__(self, counter: SkipCounter, budget: SampleBudget | None) -> None:
         self.counter = counter
-        self.urls: set[str] = set()
+        self.budget = budget
+        self.cut: set[str] = set()  # shards already counted as truncated_tar
 
-    def check_tail(self, sources: Iterator[dict[str, str]]) -> Iterator[dict[str, str]]:
+    def samples(self, sources: Iterator[dict[str, str]]) -> Iterator[dict[str, Any]]:
         for source in sources:
             url = source["url"]
-            if not url.startswith(REMOTE_PREFIXES) and tail_is_cut(Path(url)) and url not in self.urls:
-                self.urls.add(url)
+            skipped = self.counter.skipped
+            # tarfile takes a cut inside a member header for a clean end; the tail of a local file tells.
+            if not url.startswith(REMOTE_PREFIXES) and url not in self.cut and tail_is_cut(Path(url)):
+                self.cut.add(url)
                 self.counter.record(BadSample("truncated_tar", None, "the tar does not end with its end blocks", url))
-            yield source  # the members before the cut are still good
+            read: Iterator[dict[str, Any]] = wds.tarfile_to_samples(handler=self.handler)(iter([source]))
+            if self.budget is not None:
+                read = itertools.islice(read, self.budget.counts[url])
+            gave = False
+            for sample in read:  # the members before a cut are still good
+                gave = True
+                yield sample
+            if not gave and self.counter.skipped == skipped:
+                self.counter.record_barren(url)
 
     def handler(self, exc: BaseException) -> bool:
+        """webdataset reports a read error twice (member iterator, then shard expander): counted once a shard."""
         if isinstance(exc, (tarfile.TarError, EOFError)):
             url = shard_of_error(exc)
-            if url is not None and url in self.urls:
+            if url is not None and url in self.cut:
                 return True
             if url is not None:
-                self.urls.add(url)
+                self.cut.add(url)
         return self.counter.handler(exc)
 
 

@@ -6,8 +6,8 @@ maps a failure to exactly one reason, and :class:`SkipCounter` counts skips by r
 recipe's ``max_bad_fraction`` (DESIGN.md §5, §8).
 
 Samples above the recipe's own limits (:data:`LIMIT_REASONS`: ``data.limits``, ``data.max_tokens``) are
-skipped and counted like bad ones, but they are the recipe's choice rather than broken data, so they do not
-count towards ``max_bad_fraction``; a stream where nothing passes at all stops either way
+skipped and counted like bad ones, but they are the recipe's choice rather than broken data, so
+``max_bad_fraction`` judges only the other samples; a stream where nothing passes at all stops either way
 (:class:`NoUsableSamples`).
 """
 
@@ -151,10 +151,11 @@ class SkipCounter:
         ok: Samples that passed.
         counts: Skipped samples per reason.
         examples: The first skip message of each reason, for the error that stops a run.
-        give_up_after: Raise :class:`NoUsableSamples` once this many skips follow one another with no sample
-            passing in between (a resampled stream of nothing but bad shards would otherwise spin forever);
-            ``None`` never gives up. Local to this counter: neither merged nor serialised.
-        in_a_row: Skips since the last sample that passed (or since the start).
+        give_up_after: Raise :class:`NoUsableSamples` once this many skips (and barren shard reads,
+            :meth:`record_barren`) follow one another with no sample passing in between (a resampled stream of
+            nothing but bad shards would otherwise spin forever); ``None`` never gives up. Local to this
+            counter: neither merged nor serialised.
+        in_a_row: Skips and barren reads since the last sample that passed (or since the start).
     """
 
     ok: int = 0
@@ -202,19 +203,34 @@ class SkipCounter:
             BaseException: ``exc`` itself when it does not mean bad data (see :func:`as_bad_sample`).
             NoUsableSamples: This was skip number :attr:`give_up_after` in a row.
         """
+        if isinstance(exc, NoUsableSamples):
+            exc.args = exc.args[:1]  # back through webdataset's tar expander, which appends its stream and URL
+            raise exc
         bad = as_bad_sample(exc, key, source)
         if bad is None:
             raise exc
         self.counts[bad.reason] += 1
         self.examples.setdefault(bad.reason, str(bad))
-        self.in_a_row += 1
         self._log(bad)
+        self._one_more_in_a_row(str(bad))
+        return bad
+
+    def record_barren(self, source: str) -> None:
+        """A shard read that gave no sample at all (an empty tar, or an unreadable one already counted): no
+        skip is counted, but it lengthens the run that :attr:`give_up_after` ends.
+
+        Raises:
+            NoUsableSamples: The run reached :attr:`give_up_after`.
+        """
+        self._one_more_in_a_row(f"{source} gave no sample")
+
+    def _one_more_in_a_row(self, example: str) -> None:
+        self.in_a_row += 1
         if self.give_up_after is not None and self.in_a_row >= self.give_up_after:
             raise NoUsableSamples(
-                f"the last {self.in_a_row} samples were all skipped, none passed ({self.summary()}); "
-                f"e.g. {bad}; check the shards, data.limits and data.max_tokens"
+                f"nothing passed in the last {self.in_a_row} samples and shard reads ({self.summary()}); "
+                f"e.g. {example}; check the shards, data.limits and data.max_tokens"
             )
-        return bad
 
     def _log(self, bad: BadSample) -> None:
         n = self.counts[bad.reason]
@@ -273,23 +289,26 @@ class SkipCounter:
         return f"skipped {self.skipped} of {self.seen} samples ({self.skipped / self.seen:.1%}): {reasons}{limits}"
 
     def check(self, max_bad_fraction: float, min_seen: int = 100) -> None:
-        """Stop when too many samples were bad; skips above the limits (:attr:`over_limits`) do not count.
+        """Stop when too many samples were bad. Samples above the limits (:attr:`over_limits`) are neither bad
+        nor judged: the fraction is ``bad / (seen - over_limits)``.
 
         Args:
-            max_bad_fraction: The largest allowed ``bad / seen`` (a recipe's ``data.max_bad_fraction``).
-            min_seen: Judge only from this many samples on, so that one bad sample among the first few does
-                not stop a run.
+            max_bad_fraction: The largest allowed fraction (a recipe's ``data.max_bad_fraction``).
+            min_seen: Judge only from this many judged samples on, so that one bad sample among the first few
+                does not stop a run.
 
         Raises:
-            BadFractionExceeded: ``bad / seen`` is above ``max_bad_fraction``; the message names the
-                fraction, the most frequent bad reasons and an example of the most frequent one.
+            BadFractionExceeded: The fraction is above ``max_bad_fraction``; the message names it, the most
+                frequent bad reasons and an example of the most frequent one.
         """
-        if self.seen < max(min_seen, 1) or self.bad <= max_bad_fraction * self.seen:
+        judged = self.seen - self.over_limits
+        if judged < max(min_seen, 1) or self.bad <= max_bad_fraction * judged:
             return
         top = [(reason, n) for reason, n in self._top() if reason not in LIMIT_REASONS]
         reasons = ", ".join(f"{reason} {n}" for reason, n in top[:3])
+        aside = f", not counting {self.over_limits} above the limits" if self.over_limits else ""
         raise BadFractionExceeded(
-            f"{self.bad} of {self.seen} samples were bad ({self.bad / self.seen:.1%}), more than "
+            f"{self.bad} of {judged} samples were bad ({self.bad / judged:.1%}{aside}), more than "
             f"max_bad_fraction {max_bad_fraction:.1%}; top reasons: {reasons}; e.g. {self.examples.get(top[0][0])}"
         )
 

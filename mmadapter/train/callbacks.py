@@ -83,8 +83,8 @@ class PeriodicCheckpoint(L.Callback):
 class TaskMetric(L.Callback):
     """At each validation, generates answers for the validation shards and logs ``val_<metric>`` (WER, …)
     computed by :func:`mmadapter.evaluate.evaluate`; runs on rank 0 and is shared with the other ranks.
-    Samples above ``limits`` (the stage's ``data.limits``) are left out of the score, as they are out of the
-    validation loss."""
+    Samples above ``limits`` (the stage's media ``data.limits``) are left out of the score, as they are out of
+    the validation loss."""
 
     def __init__(self, shards: list[str], metric: str, limits: MediaLimits = DEFAULT_LIMITS) -> None:
         self.shards = shards

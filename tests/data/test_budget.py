@@ -86,9 +86,11 @@ def test_the_recipe_rejects_a_budget_that_is_not_positive() -> None:
         Recipe.from_dict(data)
 
 
-def test_a_key_that_recurs_later_in_its_tar_takes_one_place_per_run(tmp_path: Path) -> None:
+def test_a_key_that_recurs_later_in_its_tar_takes_one_place_per_run(model: MultimodalLM, tmp_path: Path) -> None:
     shard = tmp_path / "recurring.tar"
     write_tar(shard, {"a.json": meta("hi", "1"), "b.json": meta("hi", "2"), "a.txt": b"x", "c.json": meta("hi", "3")})
     budget = first_samples([str(shard)], 3)  # webdataset streams a, b, a, c: four samples
     assert budget.shard_weights == [3] and {k for _, k in budget.keys} == {"a", "b"}
     assert first_samples([str(shard)], 10).shard_weights == [4]
+    for n, expected in ((1, ["a"]), (2, ["a", "b"])):  # the stream holds to the budget, later runs of a included
+        assert sorted(keys(budget_stream(model, str(shard), n, resampled=False))) == expected

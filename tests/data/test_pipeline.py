@@ -247,12 +247,32 @@ def test_a_sample_longer_than_max_tokens_counts_once(model: MultimodalLM, tmp_pa
     assert (counts.seen, counts.ok, counts.by_reason()) == (2, 1, {"too_long": 1})
 
 
-@pytest.mark.parametrize("workers", [0, 1])
+def junk_tar(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 8)
+
+
+def empty_tar(path: Path) -> None:
+    tarfile.open(path, "w").close()
+
+
+def unusable_samples(path: Path) -> None:
+    write_tar(path, {"a.json": b"{not json", "b.json": meta("hi " * 200, "too long")})
+
+
+@pytest.mark.parametrize(
+    ("make", "workers", "reasons"),
+    [
+        (unusable_samples, 0, r"bad_json \d+, too_long \d+"),
+        (unusable_samples, 1, r"bad_json \d+, too_long \d+"),
+        (junk_tar, 0, "truncated_tar 1"),  # counted once; every later read of it gives nothing
+        (empty_tar, 0, "skipped 0 of 0 samples"),
+    ],
+)
 def test_a_resampled_stream_of_nothing_usable_stops(
-    model: MultimodalLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+    model: MultimodalLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make, workers: int, reasons: str
 ) -> None:
     monkeypatch.setattr(pipeline, "GIVE_UP_AFTER", 20)
-    write_tar(tmp_path / "bad.tar", {"a.json": b"{not json", "b.json": meta("hi " * 200, "too long")})
+    make(tmp_path / "bad.tar")
     ds = stream(model, str(tmp_path / "bad.tar"), resampled=True, max_tokens=100)
 
     def hung(*_: object) -> None:
@@ -261,7 +281,7 @@ def test_a_resampled_stream_of_nothing_usable_stops(
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(120)
     try:
-        with pytest.raises(NoUsableSamples, match=r"last 20 samples were all skipped.*bad_json \d+, too_long \d+"):
+        with pytest.raises(NoUsableSamples, match=rf"nothing passed in the last 20 samples and shard reads.*{reasons}"):
             next(iter(DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda b: b)))
     finally:
         signal.alarm(0)

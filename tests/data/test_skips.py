@@ -121,33 +121,39 @@ def test_check_waits_for_min_seen() -> None:
         counter.check(0.05, min_seen=1)
 
 
-def test_skips_above_the_limits_are_counted_but_not_bad() -> None:
+def test_skips_above_the_limits_are_counted_but_not_judged() -> None:
     counter = SkipCounter()
-    counter.record_ok(10)
-    for i in range(90):
+    counter.record_ok(95)
+    for i in range(900):
         counter.record(BadSample(LIMIT_REASONS[i % len(LIMIT_REASONS)], f"k{i}", "above data.limits"))
-    counter.check(0.05)  # 90 of 100 skipped, none of them bad
-    assert (counter.skipped, counter.over_limits, counter.bad) == (90, 90, 0)
-    assert counter.summary().endswith("too_large_graph 30, too_long 30 (90 above the limits)")
-    for i in range(6):
+    counter.check(0.05, min_seen=100)  # 95 judged: too few to judge, however many were above the limits
+    assert (counter.skipped, counter.over_limits, counter.bad) == (900, 900, 0)
+    assert counter.summary().endswith("too_large_graph 300, too_long 300 (900 above the limits)")
+    for i in range(5):
         counter.record(BadSample("corrupt_audio", f"a{i}", "not audio"))
+    counter.check(0.05)  # 5 of 100 judged
+    counter.record(BadSample("corrupt_audio", "a5", "not audio"))
     with pytest.raises(BadFractionExceeded) as info:
-        counter.check(0.05)
-    assert "6 of 106 samples were bad (5.7%)" in str(info.value)
+        counter.check(0.05)  # 6 of 101 judged, although only 6 of 1001 seen
+    assert "6 of 101 samples were bad (5.9%, not counting 900 above the limits)" in str(info.value)
     assert "top reasons: corrupt_audio 6;" in str(info.value)
 
 
-def test_give_up_after_that_many_skips_in_a_row() -> None:
+def test_give_up_after_that_many_skips_or_barren_reads_in_a_row() -> None:
     counter = SkipCounter(give_up_after=3)
     counter.record(BadSample("bad_json", "a", "x"))
     counter.record(BadSample("too_long", "b", "x"))
     counter.record_ok()  # a sample passing starts the run again
     counter.record(BadSample("bad_json", "c", "x"))
-    counter.record(BadSample("bad_json", "d", "x"))
-    with pytest.raises(NoUsableSamples, match=r"last 3 samples were all skipped.*sample 'e'"):
+    counter.record_barren("empty.tar")
+    with pytest.raises(NoUsableSamples, match=r"nothing passed in the last 3 samples and shard reads.*sample 'e'"):
         counter.record(BadSample("too_long", "e", "x"))
-    assert counter.skipped == 5
+    assert counter.skipped == 4
     assert SkipCounter().merge(counter) == counter  # the run length is local: not merged, not compared
+    passing = NoUsableSamples("the message", "<stream>", "url")  # as webdataset's tar expander hands it back
+    with pytest.raises(NoUsableSamples) as info:
+        counter.handler(passing)
+    assert info.value.args == ("the message",) and counter.skipped == 4
 
 
 def test_each_reason_logs_its_first_skips_then_only_powers_of_ten(caplog: pytest.LogCaptureFixture) -> None:

@@ -204,10 +204,16 @@ def test_gpu_strategies_train_two_steps(strategy: str, tmp_path: Path) -> None:
     assert (tmp_path / "adapter.safetensors").exists()
 
 
-def test_a_run_that_skips_every_sample_stops_with_a_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_run_that_skips_every_sample_stops_with_a_clear_error(tmp_path: Path, monkeypatch, capsys, workers) -> None:
     monkeypatch.chdir(ROOT)
-    overrides = ['data.train=[{"shards": "tests/assets/shards/shard-000000.tar"}]', "data.limits.max_audio_seconds=0.1"]
-    assert main(["train", str(TINY_RECIPE), *overrides, "--run", str(tmp_path / "run")]) == 2  # 0.4 s clips only
-    err = capsys.readouterr().err
-    assert "mmadapter train: error: the last 1000 samples were all skipped, none passed" in err
+    overrides = [
+        'data.train=[{"shards": "tests/assets/shards/shard-000000.tar"}]',  # 0.4 s clips only
+        "data.limits.max_audio_seconds=0.1",
+        f"data.num_workers={workers}",
+    ]
+    assert main(["train", str(TINY_RECIPE), *overrides, "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmadapter train: error: nothing passed in the last 1000 samples and shard reads")
     assert "too_long 1000 (1000 above the limits)" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1  # not the loader worker's traceback
