@@ -63,6 +63,7 @@ class StageModule(L.LightningModule):
         self._step_tokens = 0
         self._clock = time.perf_counter()
         self._val = torch.zeros(2, dtype=torch.float64)
+        self._val_skips = SkipCounter()
 
     # --- training -----------------------------------------------------------------------------------------
 
@@ -130,15 +131,28 @@ class StageModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val = torch.zeros(2, dtype=torch.float64)  # (summed token loss, labelled tokens)
+        self._val_skips = SkipCounter()
 
     def validation_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
+        if batch.skipped:
+            self._val_skips.merge(batch.skipped)
         out = self.model(batch)
         self._val += torch.tensor([float(out.loss) * out.num_labels, out.num_labels], dtype=torch.float64)
 
     def on_validation_epoch_end(self) -> None:
-        total = self.trainer.strategy.reduce(self._val.to(self.device), reduce_op="sum")
+        counts = torch.tensor([self._val_skips.skipped, self._val_skips.seen], dtype=torch.float64)
+        total = self.trainer.strategy.reduce(torch.cat([self._val, counts]).to(self.device), reduce_op="sum")
+        self.log("val_skipped", float(total[2]), batch_size=1)
         if float(total[1]) > 0:
             self.log("val_loss", float(total[0] / total[1]), prog_bar=True, batch_size=1)
+        elif self.trainer.is_global_zero:
+            log.warning(
+                "validation at step %d scored no labelled token, so val_loss is not logged: the validation "
+                "shards gave no usable sample (%s on this rank; skips in a pass without any batch are only in "
+                "the log above)",
+                self.global_step,
+                self._val_skips.summary(),
+            )
 
     # --- checkpoints --------------------------------------------------------------------------------------
 
