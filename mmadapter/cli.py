@@ -102,7 +102,9 @@ def _without_worker_traceback(message: str, error: BaseException) -> str:
     whole traceback ("Caught ... in DataLoader worker process 0. Original Traceback ...")."""
     if not message.startswith("Caught ") or "Original Traceback" not in message:
         return message
-    head = f"{type(error).__module__}.{type(error).__qualname__}: "
+    module, name = type(error).__module__, type(error).__qualname__
+    name = name if module in ("builtins", "__main__") else f"{module}.{name}"
+    head = f"\n{name}: "  # the last line of the traceback, as the traceback module writes it
     return message.rpartition(head)[2].strip() if head in message else message
 
 

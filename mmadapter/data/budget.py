@@ -9,19 +9,26 @@ and stops each read of a shard after its share, so a budget costs a scan of tar 
 
 from __future__ import annotations
 
+import re
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from webdataset.tariterators import base_plus_ext
+from webdataset.tariterators import base_plus_ext, meta_prefix, meta_suffix
+
+# The members webdataset's tar reader skips entirely (the default ``skip_meta`` of ``tar_file_iterator``).
+_META = re.compile(r"__[^/]*__($|/)")
 
 __all__ = ["SampleBudget", "first_samples", "sample_key"]
 
 
 def sample_key(member: str) -> str | None:
     """The webdataset key of a tar member (``"dir/utt-01.audio.flac"`` → ``"dir/utt-01"``), by webdataset's own
-    rule; ``None`` for a member with no extension, which webdataset skips."""
+    rule; ``None`` for a member webdataset skips: one with no extension, or metadata (``__meta__/info.json``,
+    ``__index__``)."""
+    if (member.startswith(meta_prefix) and member.endswith(meta_suffix) and "/" not in member) or _META.match(member):
+        return None
     return base_plus_ext(member)[0]
 
 

@@ -14,9 +14,9 @@ The stream is a visible list of small stages (:func:`sample_stages`), each a fun
 Everything random is seeded from ``(seed, epoch, rank, worker)``, so the stream is deterministic and a
 resumed run regenerates it and skips the batches it had consumed. Bad samples are skipped through the one
 :class:`SkipCounter` handler of each worker; each batch carries the skips counted since the previous one
-(``batch.skipped``) so the trainer can sum them across workers and ranks. A resampled stream that skips
-:data:`GIVE_UP_AFTER` samples in a row, none passing, stops with :class:`NoUsableSamples` rather than
-spinning forever without a batch.
+(``batch.skipped``) so the trainer can sum them across workers and ranks. A resampled stream in which
+:data:`GIVE_UP_AFTER` samples and shard reads in a row give nothing (skipped samples, empty or unreadable
+shards) stops with :class:`NoUsableSamples` rather than spinning forever without a batch.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ __all__ = ["ShardStream", "StreamPosition", "expand_shards", "mix", "sample_stag
 Prepare = Callable[[DecodedSample], Sample]
 REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://")
 GIVE_UP_AFTER = 1000
-"""Skips in a row, with no sample passing, after which a resampled stream stops (per loader worker)."""
+"""Skipped samples and barren shard reads in a row, none passing, after which a resampled stream stops
+(per loader worker)."""
 
 
 @dataclass(frozen=True)
@@ -255,41 +256,50 @@ def _guarded(fn: Callable[[Any], Any], counter: SkipCounter, stage: str, last: b
 
 class _ShardReads:
     """Shard URLs → raw samples, one read at a time: only the budget's first samples of each shard (each read
-    of a resampled one), truncated tars counted once each, and a read that gives nothing counted towards
-    the counter's give-up run (an empty or unreadable shard drawn again and again)."""
+    of a resampled one); a truncated tar counted once (per loader worker), a shard that cannot be read at all
+    (a failing ``pipe:`` command, an I/O error) on every read, as ``missing_file``; and a read that gives
+    nothing and counts nothing lengthens the counter's give-up run (an empty shard drawn again and again)."""
 
     def __init__(self, counter: SkipCounter, budget: SampleBudget | None) -> None:
         self.counter = counter
         self.budget = budget
         self.cut: set[str] = set()  # shards already counted as truncated_tar
+        self.url = ""  # the shard being read, for the errors webdataset hands to the handler
 
-    def samples(self, sources: Iterator[dict[str, str]]) -> Iterator[dict[str, Any]]:
+    def samples(self, sources: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for source in sources:
-            url = source["url"]
+            self.url = url = source["url"]
             skipped = self.counter.skipped
             # tarfile takes a cut inside a member header for a clean end; the tail of a local file tells.
             if not url.startswith(REMOTE_PREFIXES) and url not in self.cut and tail_is_cut(Path(url)):
                 self.cut.add(url)
                 self.counter.record(BadSample("truncated_tar", None, "the tar does not end with its end blocks", url))
-            read: Iterator[dict[str, Any]] = wds.tarfile_to_samples(handler=self.handler)(iter([source]))
-            if self.budget is not None:
-                read = itertools.islice(read, self.budget.counts[url])
+            members = wds.tarfile_to_samples(handler=self.handler)(iter([source]))
+            read = members if self.budget is None else itertools.islice(members, self.budget.counts[url])
             gave = False
-            for sample in read:  # the members before a cut are still good
-                gave = True
-                yield sample
+            try:
+                for sample in read:  # the members before a cut are still good
+                    gave = True
+                    yield sample
+            finally:
+                members.close()  # a budget stops reading mid-shard: close the tar now, not when collected
+                if not url.startswith(REMOTE_PREFIXES) and source.get("stream") is not None:
+                    source["stream"].close()
             if not gave and self.counter.skipped == skipped:
                 self.counter.record_barren(url)
 
     def handler(self, exc: BaseException) -> bool:
-        """webdataset reports a read error twice (member iterator, then shard expander): counted once a shard."""
+        """Count what a read raised (webdataset reports a tar error twice: member iterator, then expander)."""
         if isinstance(exc, (tarfile.TarError, EOFError)):
-            url = shard_of_error(exc)
-            if url is not None and url in self.cut:
-                return True
-            if url is not None:
-                self.cut.add(url)
-        return self.counter.handler(exc)
+            if self.url not in self.cut:
+                self.cut.add(self.url)
+                self.counter.record(exc, source=self.url)
+        elif isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            detail = f"cannot read the shard: {type(exc).__name__}: {exc.args[0] if exc.args else exc}"
+            self.counter.record(BadSample("missing_file", None, detail, self.url))
+        else:
+            self.counter.record(exc, source=self.url)
+        return True
 
 
 def shard_of_error(exc: BaseException) -> str | None:

@@ -94,3 +94,11 @@ def test_a_key_that_recurs_later_in_its_tar_takes_one_place_per_run(model: Multi
     assert first_samples([str(shard)], 10).shard_weights == [4]
     for n, expected in ((1, ["a"]), (2, ["a", "b"])):  # the stream holds to the budget, later runs of a included
         assert sorted(keys(budget_stream(model, str(shard), n, resampled=False))) == expected
+
+
+def test_members_webdataset_skips_take_no_place(model: MultimodalLM, tmp_path: Path) -> None:
+    shard = tmp_path / "meta.tar"
+    write_tar(shard, {"__meta__/info.json": b"{}", "__index__": b"", **{f"{k}.json": meta("hi", k) for k in "abc"}})
+    assert sample_key("__meta__/info.json") is None and sample_key("__index__") is None
+    assert {k for _, k in first_samples([str(shard)], 2).keys} == {"a", "b"}
+    assert sorted(keys(budget_stream(model, str(shard), 2, resampled=False))) == ["a", "b"]

@@ -247,16 +247,23 @@ def test_a_sample_longer_than_max_tokens_counts_once(model: MultimodalLM, tmp_pa
     assert (counts.seen, counts.ok, counts.by_reason()) == (2, 1, {"too_long": 1})
 
 
-def junk_tar(path: Path) -> None:
+def junk_tar(path: Path) -> str:
     path.write_bytes(bytes(range(256)) * 8)
+    return str(path)
 
 
-def empty_tar(path: Path) -> None:
+def empty_tar(path: Path) -> str:
     tarfile.open(path, "w").close()
+    return str(path)
 
 
-def unusable_samples(path: Path) -> None:
+def unusable_samples(path: Path) -> str:
     write_tar(path, {"a.json": b"{not json", "b.json": meta("hi " * 200, "too long")})
+    return str(path)
+
+
+def failing_pipe(path: Path) -> str:
+    return f"pipe:cat {path}"  # no such file: the command fails on every read
 
 
 @pytest.mark.parametrize(
@@ -266,14 +273,14 @@ def unusable_samples(path: Path) -> None:
         (unusable_samples, 1, r"bad_json \d+, too_long \d+"),
         (junk_tar, 0, "truncated_tar 1"),  # counted once; every later read of it gives nothing
         (empty_tar, 0, "skipped 0 of 0 samples"),
+        (failing_pipe, 0, r"(missing_file \d+|truncated_tar 1)"),  # which one depends on when cat exits
     ],
 )
 def test_a_resampled_stream_of_nothing_usable_stops(
     model: MultimodalLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make, workers: int, reasons: str
 ) -> None:
     monkeypatch.setattr(pipeline, "GIVE_UP_AFTER", 20)
-    make(tmp_path / "bad.tar")
-    ds = stream(model, str(tmp_path / "bad.tar"), resampled=True, max_tokens=100)
+    ds = stream(model, make(tmp_path / "bad.tar"), resampled=True, max_tokens=100)
 
     def hung(*_: object) -> None:
         raise TimeoutError("the stream neither yielded a batch nor gave up")
@@ -286,3 +293,15 @@ def test_a_resampled_stream_of_nothing_usable_stops(
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_truncated_tar_read_through_a_pipe_is_counted_once(model: MultimodalLM, tmp_path: Path) -> None:
+    write_tar(tmp_path / "cut.tar", {f"s{i}.json": meta("Say hi", "hi") for i in range(4)})
+    (tmp_path / "cut.tar").write_bytes((tmp_path / "cut.tar").read_bytes()[: 512 * 5])
+    sets = [ShardSet(shards=[f"pipe:cat {tmp_path / 'cut.tar'}"] * 3)]  # three reads of the one shard
+    pad = model.tokenizer.pad_token_id
+    counts = SkipCounter()
+    one_pass = ShardStream(sets, model.prepare_decoded, DataConfig(max_tokens=400), pad, StreamPosition(), False)
+    for batch in one_pass:
+        counts.merge(batch.skipped)
+    assert counts.by_reason() == {"truncated_tar": 1} and counts.ok == 3 * 2
