@@ -39,7 +39,7 @@ from mmadapter.data.manifest import (
     read_media,
 )
 from mmadapter.data.members import decode_item, decode_sample
-from mmadapter.data.pipeline import REMOTE_PREFIXES, expand_shards, shard_of_error, tail_is_cut
+from mmadapter.data.pipeline import REMOTE_PREFIXES, expand_shards, tail_is_cut
 from mmadapter.data.skips import BadSample, as_bad_sample
 from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
@@ -280,38 +280,36 @@ def shard_requests(spec: str | Sequence[str], limits: MediaLimits = DEFAULT_LIMI
 
 
 def _shard_requests(urls: list[str], limits: MediaLimits) -> Iterator[Request]:
-    errors: list[BaseException] = []
+    for url in urls:  # one read at a time, so that every read error belongs to the shard being read
+        errors = _ReadErrors(url)
+        # A cut inside a member header reads as a clean end to tarfile; the tail tells.
+        if not url.startswith(REMOTE_PREFIXES) and tail_is_cut(Path(url)):
+            errors.handler(BadSample("truncated_tar", None, "the tar does not end with its end blocks", url))
+        for raw in wds.tarfile_to_samples(handler=errors.handler)(iter([{"url": url}])):
+            yield from errors.failed()
+            yield _shard_request(raw, limits)
+        yield from errors.failed()
 
-    def handler(exc: BaseException) -> bool:
-        errors.append(exc)
+
+class _ReadErrors:
+    """What went wrong reading one shard, as one failed request however many errors told it (webdataset
+    reports a read error up to twice, and the tail check may have found the cut first)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.errors: list[BaseException] = []
+        self.reported = False
+
+    def handler(self, exc: BaseException) -> bool:
+        self.errors.append(exc)
         return True
 
-    def sources() -> Iterator[dict[str, str]]:
-        for url in urls:
-            # A cut inside a member header reads as a clean end to tarfile; the tail tells.
-            if not url.startswith(REMOTE_PREFIXES) and tail_is_cut(Path(url)):
-                errors.append(BadSample("truncated_tar", None, "the tar does not end with its end blocks", url))
-            yield {"url": url}
-
-    pipeline = wds.DataPipeline(sources, wds.tarfile_to_samples(handler=handler))
-    cut: set[str] = set()
-    for raw in pipeline:
-        yield from _tar_errors(errors, cut)
-        yield _shard_request(raw, limits)
-    yield from _tar_errors(errors, cut)
-
-
-def _tar_errors(errors: list[BaseException], cut: set[str]) -> Iterator[Request]:
-    """One failed request per truncated shard (webdataset reports one read error up to twice)."""
-    while errors:
-        exc = errors.pop(0)
-        url = exc.source if isinstance(exc, BadSample) else shard_of_error(exc)
-        if url is not None and url in cut:
-            continue
-        if url is not None:
-            cut.add(url)
-        bad = as_bad_sample(exc, source=url)
-        yield Request.failed(None, bad if bad is not None else exc)
+    def failed(self) -> Iterator[Request]:
+        errors, self.errors = self.errors, []
+        if errors and not self.reported:
+            self.reported = True
+            bad = as_bad_sample(errors[0], source=self.url)
+            yield Request.failed(None, bad if bad is not None else errors[0])
 
 
 def _shard_request(raw: Mapping[str, Any], limits: MediaLimits) -> Request:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -300,18 +299,6 @@ class _ShardReads:
         else:
             self.counter.record(exc, source=self.url)
         return True
-
-
-def shard_of_error(exc: BaseException) -> str | None:
-    """The shard a tar error came from: webdataset writes the file object into the message
-    (``... @ <_io.BufferedReader name='/path'>``) and later appends the URL to the arguments."""
-    for arg in exc.args:
-        if hasattr(arg, "name"):
-            return str(arg.name)
-        found = re.search(r"name='([^']+)'", arg) if isinstance(arg, str) else None
-        if found:
-            return found.group(1)
-    return None
 
 
 def tail_is_cut(path: Path) -> bool:

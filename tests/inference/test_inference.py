@@ -160,11 +160,12 @@ def test_shard_mode_one_line_per_sample_in_order(artefact, tmp_path) -> None:
     assert {line["lang"] for line in lines} == {"en", "de"}
 
 
-def test_truncated_shard_reports_an_error_line_and_keeps_the_rest(tmp_path) -> None:
+@pytest.mark.parametrize("through_a_pipe", [False, True])
+def test_truncated_shard_reports_an_error_line_and_keeps_the_rest(tmp_path, through_a_pipe) -> None:
     data = (SHARDS / "shard-000000.tar").read_bytes()
     cut = tmp_path / "cut.tar"
     cut.write_bytes(data[: len(data) // 2 + 100])
-    requests = list(inference.open_requests(str(cut)))
+    requests = list(inference.open_requests(f"pipe:cat {cut}" if through_a_pipe else str(cut)))
     good = [r for r in requests if r.error is None]
     bad = [r for r in requests if r.error is not None]
     assert good
