@@ -39,7 +39,7 @@ from mmadapter.data.manifest import (
     read_media,
 )
 from mmadapter.data.members import decode_item, decode_sample
-from mmadapter.data.pipeline import REMOTE_PREFIXES, expand_shards, tail_is_cut
+from mmadapter.data.pipeline import expand_shards, truncated_tail
 from mmadapter.data.skips import BadSample, as_bad_sample
 from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
@@ -282,9 +282,9 @@ def shard_requests(spec: str | Sequence[str], limits: MediaLimits = DEFAULT_LIMI
 def _shard_requests(urls: list[str], limits: MediaLimits) -> Iterator[Request]:
     for url in urls:  # one read at a time, so that every read error belongs to the shard being read
         errors = _ReadErrors(url)
-        # A cut inside a member header reads as a clean end to tarfile; the tail tells.
-        if not url.startswith(REMOTE_PREFIXES) and tail_is_cut(Path(url)):
-            errors.handler(BadSample("truncated_tar", None, "the tar does not end with its end blocks", url))
+        cut = truncated_tail(url)
+        if cut is not None:
+            errors.handler(cut)
         for raw in wds.tarfile_to_samples(handler=errors.handler)(iter([{"url": url}])):
             yield from errors.failed()
             yield _shard_request(raw, limits)

@@ -30,10 +30,11 @@ def pack_stream(
     """
     open_groups: list[tuple[int, list[Sample]]] = []
     for sample in samples:
-        n = len(sample.chat)
-        if n > max_tokens:
-            _skip(on_skip, oversized(sample, max_tokens))
+        error = oversized(sample, max_tokens)
+        if error is not None:
+            _skip(on_skip, error)
             continue
+        n = len(sample.chat)
         fits = [i for i, (used, _) in enumerate(open_groups) if used + n <= max_tokens]
         if fits:
             best = max(fits, key=lambda i: open_groups[i][0])
@@ -76,8 +77,9 @@ def bucket_stream(
         pending[:] = keep
 
     for sample in samples:
-        if len(sample.chat) > max_tokens:
-            _skip(on_skip, oversized(sample, max_tokens))
+        error = oversized(sample, max_tokens)
+        if error is not None:
+            _skip(on_skip, error)
             continue
         pending.append(sample)
         if len(pending) >= buffer:
@@ -109,8 +111,7 @@ def oversized(sample: Sample, max_tokens: int) -> BadSample | None:
     return BadSample("too_long", sample.key, f"{n} tokens exceed data.max_tokens={max_tokens}")
 
 
-def _skip(on_skip: Callable[[BadSample], None] | None, error: BadSample | None) -> None:
-    assert error is not None
+def _skip(on_skip: Callable[[BadSample], None] | None, error: BadSample) -> None:
     if on_skip is None:
         raise error
     on_skip(error)

@@ -269,10 +269,10 @@ class _ShardReads:
         for source in sources:
             self.url = url = source["url"]
             skipped = self.counter.skipped
-            # tarfile takes a cut inside a member header for a clean end; the tail of a local file tells.
-            if not url.startswith(REMOTE_PREFIXES) and url not in self.cut and tail_is_cut(Path(url)):
+            cut = None if url in self.cut else truncated_tail(url)
+            if cut is not None:
                 self.cut.add(url)
-                self.counter.record(BadSample("truncated_tar", None, "the tar does not end with its end blocks", url))
+                self.counter.record(cut)
             members = wds.tarfile_to_samples(handler=self.handler)(iter([source]))
             read = members if self.budget is None else itertools.islice(members, self.budget.counts[url])
             gave = False
@@ -301,7 +301,15 @@ class _ShardReads:
         return True
 
 
-def tail_is_cut(path: Path) -> bool:
+def truncated_tail(url: str) -> BadSample | None:
+    """``truncated_tar`` for a local shard whose tail is cut, else ``None``: tarfile takes a cut inside a
+    member header for a clean end, so the tail is checked first (remote shards cannot be)."""
+    if url.startswith(REMOTE_PREFIXES) or not _tail_is_cut(Path(url)):
+        return None
+    return BadSample("truncated_tar", None, "the tar does not end with its end blocks", url)
+
+
+def _tail_is_cut(path: Path) -> bool:
     """A complete tar is a whole number of 512-byte blocks ending in two zero blocks."""
     size = path.stat().st_size
     if size < 1024 or size % 512:
