@@ -35,8 +35,8 @@ from mmadapter.inference import (
     load_model,
     write_predictions,
 )
-from mmadapter.inference_inputs import Request, open_requests
-from mmadapter.limits import DEFAULT_LIMITS, MediaLimits, add_limit_arguments, limits_from_args
+from mmadapter.inference_inputs import Request, first_requests, open_requests
+from mmadapter.limits import DEFAULT_LIMITS, MediaLimits, add_limit_arguments, limits_from_args, positive
 from mmadapter.metrics import METRICS, Metric, corpus_score, metric_for
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ __all__ = [
     "UNKNOWN",
     "add_arguments",
     "evaluate",
+    "evaluate_requests",
     "format_report",
     "predictions_path",
     "read_predictions",
@@ -129,8 +130,10 @@ def evaluate(
     default_lang: str | None = None,
     device: str | None = None,
     limits: MediaLimits = DEFAULT_LIMITS,
+    max_samples: int | None = None,
 ) -> dict[str, Any]:
-    """Answer every sample of ``inputs`` and score the answers against their references.
+    """Answer every sample of ``inputs`` (or its first ``max_samples``) and score the answers against their
+    references.
 
     Args:
         model_or_dir: A model (e.g. the one being trained; its train/eval mode is restored) or an artefact
@@ -144,6 +147,8 @@ def evaluate(
         default_lang: The language of samples without ``lang``.
         device: Where to load an artefact (ignored for a model).
         limits: Media size limits; an item above one is an error (a training run passes its ``data.limits``).
+        max_samples: Only the first this many items (of ``tasks``, when given), counted as
+            :func:`~mmadapter.inference_inputs.first_requests` counts them.
 
     Returns:
         The report described in the module docstring (with ``"predictions"`` when written).
@@ -152,7 +157,35 @@ def evaluate(
     requests = open_requests(inputs, limits=limits)
     if tasks:
         requests = _kept(requests, tasks)
+    requests = first_requests(requests, max_samples)
     model = model_or_dir if not isinstance(model_or_dir, str | Path) else load_model(model_or_dir, device)
+    return evaluate_requests(
+        model,
+        requests,
+        metric,
+        batch_size=batch_size,
+        options=options,
+        predictions=predictions,
+        default_lang=default_lang,
+    )
+
+
+def evaluate_requests(
+    model: MultimodalLM,
+    requests: Iterable[Request],
+    metric: Metric | str = "wer",
+    *,
+    batch_size: int = 8,
+    options: GenerationOptions | None = None,
+    predictions: Path | str | None = None,
+    default_lang: str | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate` on requests already opened (e.g. the first ``max_samples`` of each validation set).
+
+    Returns:
+        The report described in the module docstring (with ``"predictions"`` when written).
+    """
+    metric = _check_metric(metric)
     collected: list[Prediction] = []
 
     def keep(stream: Iterable[Prediction]) -> Iterator[Prediction]:
@@ -223,6 +256,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--task", action="append", help="evaluate only samples of this task (repeatable)")
     parser.add_argument("--lang", help="language of samples without one (e.g. en for the English normaliser)")
+    parser.add_argument(
+        "--max-samples",
+        type=positive(int),
+        metavar="N",
+        help="only the first N items of the input (of --task, when given)",
+    )
     add_generation_arguments(parser)
     add_limit_arguments(parser)
 
@@ -241,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         default_lang=args.lang,
         device=args.device,
         limits=limits_from_args(args),
+        max_samples=args.max_samples,
     )
     print(format_report(report))
     if args.output is not None:

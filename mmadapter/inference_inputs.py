@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ __all__ = [
     "Request",
     "build_prompt",
     "file_request",
+    "first_requests",
     "folder_requests",
     "manifest_requests",
     "open_requests",
@@ -351,3 +352,26 @@ def open_requests(
         f"input {' '.join(specs)!r} is not a folder, a .jsonl manifest, or webdataset shards "
         "(.tar paths or a brace pattern such as shards/shard-{000000..000009}.tar)"
     )
+
+
+def first_requests(requests: Iterable[Request], n: int | None) -> Iterator[Request]:
+    """The first ``n`` items of ``requests`` (all of them for ``None``), counted as a shard set's
+    ``max_samples`` counts samples: an item that fails still takes its place, a failure that belongs to no
+    item (a truncated shard, an unparsable manifest line) passes through without one. Reading stops at the
+    ``n``-th item.
+
+    Raises:
+        ValueError: ``n`` is not positive.
+    """
+    if n is not None and n < 1:
+        raise ValueError(f"max_samples must be positive, got {n}")
+    return iter(requests) if n is None else _first(requests, n)
+
+
+def _first(requests: Iterable[Request], n: int) -> Iterator[Request]:
+    taken = 0
+    for request in requests:
+        yield request
+        taken += request.key is not None
+        if taken == n:
+            return

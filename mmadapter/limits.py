@@ -25,6 +25,7 @@ __all__ = [
     "MediaLimits",
     "add_limit_arguments",
     "limits_from_args",
+    "positive",
 ]
 
 # 8192 × 8192; below Pillow's own limit (``Image.MAX_IMAGE_PIXELS``, ~89 M) so that ours speaks first.
@@ -56,7 +57,7 @@ DEFAULT_LIMITS = MediaLimits()
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line form of :class:`MediaLimits` (``--max-pixels`` …); read back with :func:`limits_from_args`."""
-    pos_int, pos_float = _positive(int), _positive(float)
+    pos_int, pos_float = positive(int), positive(float)
     group = parser.add_argument_group("media limits (above them an item is skipped, or fails, and is counted)")
     group.add_argument("--max-pixels", type=pos_int, default=MAX_PIXELS, help="largest image width × height")
     group.add_argument("--max-audio-seconds", type=pos_float, default=None, help="longest audio (too_long)")
@@ -74,8 +75,8 @@ def limits_from_args(args: argparse.Namespace) -> MediaLimits:
     )
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    """An argparse type: a number of ``kind`` above 0 (a limit of 0 would skip everything)."""
+def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a number of ``kind`` above 0 (a limit or a count of 0 would leave nothing)."""
 
     def parse(text: str) -> int | float:
         try:

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import pytest
-from torch._utils import ExceptionWrapper
+from torch.utils.data import DataLoader, IterableDataset
 
 from mmadapter.cli import _without_worker_traceback
 from mmadapter.data.skips import BadSample, NoUsableSamples
 
 
-def from_a_worker(error: BaseException) -> BaseException:
-    """``error`` as torch's DataLoader re-raises it in the main process (its worker's traceback in the message)."""
-    try:
+class Failing(IterableDataset):
+    """Raises ``error`` in its loader worker, chained to a skip, as the data pipeline's errors are."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __iter__(self):
         try:
             raise BadSample("bad_json", "k", "not JSON")
         except BadSample:
-            raise error  # noqa: B904 - chained on purpose, as in the data pipeline
-    except type(error):
-        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+            raise self.error  # noqa: B904 - chained on purpose, as in the data pipeline
+        yield
+
+
+def from_a_worker(error: BaseException) -> BaseException:
+    """``error`` as torch's DataLoader re-raises it in the main process (its worker's traceback in the message)."""
     with pytest.raises(type(error)) as info:
-        wrapped.reraise()
+        next(iter(DataLoader(Failing(error), batch_size=None, num_workers=1)))
     return info.value
 
 

@@ -39,7 +39,7 @@ from mmadapter.config import DataConfig, ShardSet
 from mmadapter.data.budget import SampleBudget, first_samples
 from mmadapter.data.members import DecodedSample, decode_sample
 from mmadapter.data.packing import batch_stream, oversized
-from mmadapter.data.skips import BadSample, SkipCounter
+from mmadapter.data.skips import BadSample, NoUsableSamples, SkipCounter
 from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
 __all__ = ["ShardStream", "StreamPosition", "expand_shards", "mix", "sample_stages", "shard_order"]
@@ -183,6 +183,7 @@ class ShardStream(IterableDataset):
             raise ValueError("no shard sets given (data.train / data.val is empty)")
         self.urls: list[list[str]] = []
         self.budgets: list[SampleBudget | None] = []
+        self.specs = [s.shards for s in sets]
         for s in sets:
             urls = expand_shards(s.shards, base)
             budget = None if s.max_samples is None else first_samples(urls, s.max_samples)
@@ -213,7 +214,7 @@ class ShardStream(IterableDataset):
             stages = sample_stages(
                 order, self.prepare, counter, data.shuffle_buffer, rng, budget, data.limits, data.max_tokens
             )
-            streams.append(stages)
+            streams.append(_naming_set(stages, self.specs[i]))
         samples = mix(streams, self.weights, pos.rng("mix"))
         reported = SkipCounter()
 
@@ -231,6 +232,15 @@ class ShardStream(IterableDataset):
             pending = batch
         if pending is not None:
             yield with_skips(pending)
+
+
+def _naming_set(samples: Iterator[Sample], spec: str | Sequence[str]) -> Iterator[Sample]:
+    """``samples``, with the shard set named in a :class:`NoUsableSamples` that reading it ended in."""
+    try:
+        yield from samples
+    except NoUsableSamples as e:
+        e.args = (f"shard set {spec!r}: {e.args[0]}", *e.args[1:])
+        raise
 
 
 def _guarded(fn: Callable[[Any], Any], counter: SkipCounter, stage: str, last: bool = False) -> Callable:

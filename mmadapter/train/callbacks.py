@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import lightning as L
 import torch
 
 from mmadapter.artefact import save_artefact
+from mmadapter.config import ShardSet
 from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
 __all__ = ["BestArtefact", "MetricsLog", "PeriodicCheckpoint", "TaskMetric"]
@@ -81,24 +84,33 @@ class PeriodicCheckpoint(L.Callback):
 
 
 class TaskMetric(L.Callback):
-    """At each validation, generates answers for the validation shards and logs ``val_<metric>`` (WER, …)
-    computed by :func:`mmadapter.evaluate.evaluate`; runs on rank 0 and is shared with the other ranks.
-    Samples above ``limits`` (the stage's media ``data.limits``) are left out of the score, as they are out of
-    the validation loss."""
+    """At each validation, generates answers for the validation sets and logs ``val_<metric>`` (WER, …)
+    computed by :func:`mmadapter.evaluate.evaluate_requests`; runs on rank 0 and is shared with the other
+    ranks. It scores the samples the validation loss is taken on: each set's first ``max_samples`` when it
+    has a budget, and none above ``limits`` (the stage's media ``data.limits``).
 
-    def __init__(self, shards: list[str], metric: str, limits: MediaLimits = DEFAULT_LIMITS) -> None:
-        self.shards = shards
+    Attributes:
+        report: The last validation's report (rank 0; ``None`` before the first).
+    """
+
+    def __init__(self, sets: Sequence[ShardSet], metric: str, limits: MediaLimits = DEFAULT_LIMITS) -> None:
+        self.sets = list(sets)
         self.metric = metric
         self.limits = limits
+        self.report: dict[str, Any] | None = None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from mmadapter.evaluate import evaluate
+        from mmadapter.evaluate import evaluate_requests
+        from mmadapter.inference_inputs import first_requests, shard_requests
 
         value = torch.tensor(float("nan"), device=pl_module.device)
         if trainer.is_global_zero:
-            report = evaluate(pl_module.model, self.shards, self.metric, limits=self.limits)
-            if report["overall"] is not None:
-                value.fill_(float(report["overall"]))
+            requests = itertools.chain.from_iterable(
+                first_requests(shard_requests(s.shards, self.limits), s.max_samples) for s in self.sets
+            )
+            self.report = evaluate_requests(pl_module.model, requests, self.metric)
+            if self.report["overall"] is not None:
+                value.fill_(float(self.report["overall"]))
         value = trainer.strategy.broadcast(value, src=0)
         if not torch.isnan(value):
             pl_module.log(f"val_{self.metric}", float(value), prog_bar=True, batch_size=1)

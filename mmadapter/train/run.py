@@ -112,8 +112,7 @@ def _fit_stage(
         PeriodicCheckpoint(ckpt, cfg.checkpoint_every),
     ]
     if data.val and cfg.val_every and cfg.val_metric:
-        shards = [url for s in data.val for url in expand_shards(s.shards)]
-        callbacks.append(TaskMetric(shards, cfg.val_metric, data.limits))
+        callbacks.append(TaskMetric(data.val, cfg.val_metric, data.limits))
     if data.val and cfg.val_every:
         callbacks.append(BestArtefact(run_dir / "best", cfg.best_metric, cfg.best_mode))
         if cfg.early_stopping_patience:

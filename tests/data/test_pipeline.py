@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 import signal
 import subprocess
 import tarfile
@@ -288,11 +289,23 @@ def test_a_resampled_stream_of_nothing_usable_stops(
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(120)
     try:
-        with pytest.raises(NoUsableSamples, match=rf"nothing passed in the last 20 samples and shard reads.*{reasons}"):
+        named = rf"shard set '{re.escape(str(ds.specs[0]))}': nothing passed in the last 20 samples and shard reads"
+        with pytest.raises(NoUsableSamples, match=rf"{named}.*{reasons}"):
             next(iter(DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda b: b)))
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_giving_up_names_the_shard_set_that_gave_nothing(
+    model: MultimodalLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "GIVE_UP_AFTER", 20)
+    good, bad = str(ASSETS / "shard-{000000..000001}.tar"), unusable_samples(tmp_path / "bad.tar")
+    ds = stream(model, [good, bad], resampled=True, max_tokens=100)
+    with pytest.raises(NoUsableSamples, match=rf"^shard set '{re.escape(bad)}': nothing passed"):
+        for _ in zip(range(1000), ds, strict=False):
+            pass
 
 
 def test_a_truncated_tar_read_through_a_pipe_is_counted_once(model: MultimodalLM, tmp_path: Path) -> None:

@@ -118,6 +118,19 @@ def test_eval_accuracy_and_task_filter(known_answers, tmp_path) -> None:
     assert (report["n"], report["errors"], report["overall"]) == (4, 1, 0.25)
 
 
+def test_eval_of_the_first_samples_only(known_answers, artefact, capsys) -> None:
+    model = MultimodalLM.from_recipe(tiny_recipe())
+    report = evaluate(model, known_answers, "wer", max_samples=3)  # en-0, en-1 and the missing file
+    assert (report["n"], report["errors"], set(report["by_lang"])) == (2, 1, {"en"})
+    report = evaluate(model, known_answers, "wer", tasks=["asr"], max_samples=4)  # of asr: de-0 is the fourth
+    assert (report["n"], report["errors"], report["by_lang"]["de"]["n"]) == (3, 1, 1)
+    assert run_eval(artefact, "--input", SHARDS / "shard-{000000..000001}.tar", "--max-samples", "7") == 0
+    assert "over 7 item(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        run_eval(artefact, "--input", SHARDS / "shard-000000.tar", "--max-samples", "0")
+    assert "--max-samples: must be above 0" in capsys.readouterr().err
+
+
 def test_score_predictions_counts_and_missing_languages() -> None:
     lines = [
         {"key": "a", "output": "hello world", "reference": "Hello, world"},

@@ -13,8 +13,10 @@ from PIL import Image
 
 from mmadapter.data import DEFAULT_PROMPTS
 from mmadapter.inference_inputs import (
+    Request,
     build_prompt,
     file_request,
+    first_requests,
     folder_requests,
     manifest_requests,
     open_requests,
@@ -120,3 +122,23 @@ def test_every_input_kind_reads_within_the_given_limits(tmp_path: Path) -> None:
             assert (": too_long: " if key in audio else ": too_large_image: ") in error, (inputs, error)
     request = file_request("one", {"image": [folder / "red.png"]}, limits=strict)
     assert request.error is not None and ": too_large_image: " in request.error
+
+
+def test_first_requests_counts_items_and_stops_reading_at_the_last() -> None:
+    read: list[str | None] = []
+
+    def requests():
+        for r in [
+            Request("a"),
+            Request.failed(None, "a.tar: truncated_tar"),
+            Request.failed("b", "corrupt"),
+            Request("c"),
+        ]:
+            read.append(r.key)
+            yield r
+
+    assert [r.key for r in first_requests(requests(), 2)] == ["a", None, "b"]  # the shard's failure takes no place
+    assert read == ["a", None, "b"]  # "c" was never decoded
+    assert [r.key for r in first_requests(requests(), None)] == ["a", None, "b", "c"]
+    with pytest.raises(ValueError, match="max_samples must be positive, got 0"):
+        first_requests(requests(), 0)  # at once, not when first read
