@@ -1,7 +1,9 @@
 """The artefact: what ``--checkpoint RUN`` and ``init_from`` read (DESIGN.md §6). Never a pickle.
 
-Files: ``recipe.yaml`` (resolved recipe), ``adapter.safetensors`` (trainable weights), ``frozen.safetensors``
-(frozen weights that cannot be fetched again: random ``config`` or ``*_test`` components), ``tokenizer/``
+Files: ``recipe.yaml`` (resolved recipe), ``adapter.safetensors`` (trained weights: every parameter trainable
+in any stage (:attr:`MultimodalLM.trained`, which counts what an ``init_from`` or a loaded artefact brought as
+trained), the projectors, every adapter inside the LLM), ``frozen.safetensors`` (other weights that cannot be
+fetched again: random ``config`` or ``*_test`` components), ``tokenizer/``
 (when the tokenizer was built locally or changed), ``provenance.json``. Every file is written to a temporary
 name and renamed into place, so a crash never leaves a half-written artefact file.
 """
@@ -29,7 +31,14 @@ from mmadapter.config import load_recipe
 if TYPE_CHECKING:
     from mmadapter.model import MultimodalLM
 
-__all__ = ["ARTEFACT_FILES", "atomic_write", "load_artefact", "load_trained_weights", "save_artefact"]
+__all__ = [
+    "ARTEFACT_FILES",
+    "adapter_state_names",
+    "atomic_write",
+    "load_artefact",
+    "load_trained_weights",
+    "save_artefact",
+]
 
 RECIPE, ADAPTER, FROZEN, TOKENIZER, PROVENANCE = (
     "recipe.yaml",
@@ -81,10 +90,7 @@ def load_artefact(directory: str | Path, overrides: Sequence[str] = ()) -> Multi
     if (src / TOKENIZER).is_dir():
         model.tokenizer = AutoTokenizer.from_pretrained(src / TOKENIZER)
     required = set(_must_save(model))
-    loaded: set[str] = set()
-    for name in (FROZEN, ADAPTER):
-        if (src / name).is_file():
-            loaded |= _load_into(model, src / name)
+    loaded = _load_weights(model, src)
     missing = required - loaded
     if missing:
         raise ValueError(f"{src}: {len(missing)} weight(s) that cannot be rebuilt are missing, e.g. {min(missing)}")
@@ -92,17 +98,25 @@ def load_artefact(directory: str | Path, overrides: Sequence[str] = ()) -> Multi
 
 
 def load_trained_weights(model: MultimodalLM, directory: str | Path) -> list[str]:
-    """Load an artefact's ``adapter.safetensors`` into ``model`` (a stage's ``init_from``, a finished stage on
-    resume); returns the names loaded.
+    """Load an artefact's weights into ``model`` (a stage's ``init_from``, a finished stage on resume): its
+    ``frozen.safetensors`` when it has one (random components, which a model built with another seed would
+    not match), then its ``adapter.safetensors``, whose names join :attr:`MultimodalLM.trained` so that the
+    next artefact keeps them. Returns the names loaded.
 
     Raises:
         FileNotFoundError: ``directory`` has no ``adapter.safetensors``.
         ValueError: it holds tensors the model does not have.
     """
-    path = Path(directory) / ADAPTER
-    if not path.is_file():
+    if not (Path(directory) / ADAPTER).is_file():
         raise FileNotFoundError(f"{directory} is not an mmadapter artefact: {ADAPTER} is missing")
-    return sorted(_load_into(model, path))
+    return sorted(_load_weights(model, Path(directory)))
+
+
+def _load_weights(model: MultimodalLM, src: Path) -> set[str]:
+    loaded = _load_into(model, src / FROZEN) if (src / FROZEN).is_file() else set()
+    trained = _load_into(model, src / ADAPTER)
+    model.trained |= trained & {n for n, _ in model.named_parameters()}
+    return loaded | trained
 
 
 def _load_into(model: MultimodalLM, path: Path) -> set[str]:
@@ -142,8 +156,8 @@ def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
 def _split_state(model: MultimodalLM) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(trainable weights, frozen weights that cannot be re-fetched), tied tensors stored once."""
     state = _dedup(model.state_dict(keep_vars=True))
-    adapter_names = {n for n, p in model.named_parameters() if p.requires_grad}
-    adapter_names |= {n for n in state if n.startswith("projectors.")} | set(model.adapter_state_names())
+    adapter_names = {n for n, p in model.named_parameters() if p.requires_grad} | model.trained
+    adapter_names |= {n for n in state if n.startswith("projectors.")} | set(adapter_state_names(model))
     adapter = {n: t for n, t in state.items() if n in adapter_names}
     frozen = {n: t for n, t in state.items() if n not in adapter_names and n in set(_must_save(model))}
     return adapter, frozen
@@ -156,8 +170,15 @@ def _must_save(model: MultimodalLM) -> list[str]:
     specs = {"llm": model.recipe.model.llm}
     specs |= {f"encoders.{m}": s for m, s in model.recipe.model.encoders.items()}
     keep = [f"{c}." for c, s in specs.items() if not s.reloadable] + ["projectors."]
-    adapters = set(model.adapter_state_names())
+    adapters = set(adapter_state_names(model))
     return [n for n in state if n.startswith(tuple(keep)) or n in adapters]
+
+
+def adapter_state_names(model: MultimodalLM) -> list[str]:
+    """State names of every adapter inside the LLM (MoLoRA, gated attention, bias/norm with its norms):
+    artefacts always hold them, whichever stage trained them."""
+    groups = model.groups()
+    return sorted({n for g in ("molora", "gated_attention", "llm.bias_norm") for n in groups.get(g, {})})
 
 
 def _dedup(state: dict[str, Tensor]) -> dict[str, Tensor]:

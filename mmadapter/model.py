@@ -77,6 +77,7 @@ class MultimodalLM(nn.Module):
         self.token_norm = token_norm(recipe.model.token_norm, llm.get_input_embeddings())
         self.gated_attention = self.adapters.gated_attention
         self.bias_norm = self.adapters.bias_norm
+        self.trained: set[str] = set()  # every parameter trainable in any stage, or loaded as trained: saved
         self.set_trainable(recipe.train.stages[0].trainable)
 
     @classmethod
@@ -118,7 +119,7 @@ class MultimodalLM(nn.Module):
         }
 
     def set_trainable(self, groups: Sequence[str]) -> list[str]:
-        """Make exactly ``groups`` trainable; returns the names of the trainable parameters."""
+        """Make exactly ``groups`` trainable (and :attr:`trained`); returns the names of the trainable parameters."""
         known = self.groups()
         unknown = [g for g in groups if g not in known]
         if unknown:
@@ -128,7 +129,9 @@ class MultimodalLM(nn.Module):
             for p in known[g].values():
                 p.requires_grad_(True)
         self.train(self.training)
-        return [n for n, p in self.named_parameters() if p.requires_grad]
+        names = [n for n, p in self.named_parameters() if p.requires_grad]
+        self.trained.update(names)
+        return names
 
     def train(self, mode: bool = True) -> MultimodalLM:
         """Frozen encoders and a frozen LLM stay in eval mode (no dropout, fixed norms); MoLoRA experts inside a
@@ -388,12 +391,6 @@ class MultimodalLM(nn.Module):
             if module is not None:
                 out[name] = list(module.parameters())
         return out
-
-    def adapter_state_names(self) -> list[str]:
-        """State names of every adapter inside the LLM (MoLoRA, gated attention, bias/norm with its norms):
-        artefacts always hold them, whichever stage trained them."""
-        groups = self.groups()
-        return sorted({n for g in ("molora", "gated_attention", "llm.bias_norm") for n in groups.get(g, {})})
 
 
 def _trains(module: nn.Module) -> bool:

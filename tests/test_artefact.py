@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import random_audio, random_image, tiny_recipe
+from safetensors.torch import load_file
 
-from mmadapter.artefact import ARTEFACT_FILES
+from mmadapter.artefact import ARTEFACT_FILES, load_trained_weights
 from mmadapter.batch import MultimodalBatch
+from mmadapter.config import Recipe
 from mmadapter.model import MultimodalLM
 
 
@@ -75,12 +77,11 @@ def test_missing_adapter_is_a_clear_error(tmp_path: Path) -> None:
         MultimodalLM.load(tmp_path)
 
 
-def test_components_by_path_reload_from_their_paths_not_the_artefact(tmp_path: Path) -> None:
-    """A recipe naming checkpoints by path: the artefact holds only trainable weights, and a reload
-    reads the frozen parts from those paths and gives identical logits."""
+def by_path(tmp_path: Path) -> Recipe:
+    """A recipe naming every component by a local checkpoint path (all reloadable)."""
     from transformers import CLIPVisionConfig, CLIPVisionModel, WhisperConfig, WhisperForConditionalGeneration
 
-    from mmadapter.config import LLMSpec, Recipe
+    from mmadapter.config import LLMSpec
     from mmadapter.llm import LLMS
 
     llm, tok = LLMS.get("causal_lm_test")(LLMSpec(name="causal_lm_test"))
@@ -91,7 +92,7 @@ def test_components_by_path_reload_from_their_paths_not_the_artefact(tmp_path: P
     WhisperForConditionalGeneration(WhisperConfig(**whisper)).save_pretrained(tmp_path / "whisper")
     clip = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=32)
     CLIPVisionModel(CLIPVisionConfig(**clip, patch_size=8)).save_pretrained(tmp_path / "clip")
-    recipe = Recipe.from_dict(
+    return Recipe.from_dict(
         {
             "model": {
                 "llm": {"name_or_path": str(tmp_path / "llm")},
@@ -103,14 +104,60 @@ def test_components_by_path_reload_from_their_paths_not_the_artefact(tmp_path: P
             }
         }
     )
-    model = MultimodalLM.from_recipe(recipe)
+
+
+def nudge(parameters) -> None:
     with torch.no_grad():
-        for p in model.projectors.parameters():
+        for p in parameters:
             p.add_(0.01 * torch.randn_like(p))
+
+
+def same_logits(a: MultimodalLM, b: MultimodalLM) -> bool:
+    batch = batch_for(a)
+    with torch.no_grad():
+        return torch.equal(a(batch, return_logits=True).logits, b(batch, return_logits=True).logits)
+
+
+def test_components_by_path_reload_from_their_paths_not_the_artefact(tmp_path: Path) -> None:
+    """A recipe naming checkpoints by path: the artefact holds only trained weights, and a reload reads the
+    frozen parts from those paths and gives identical logits."""
+    model = MultimodalLM.from_recipe(by_path(tmp_path))
+    nudge(model.projectors.parameters())
     model.save(tmp_path / "run")
     assert not (tmp_path / "run" / "frozen.safetensors").exists()
     assert not (tmp_path / "run" / "tokenizer").exists()
-    again = MultimodalLM.load(tmp_path / "run")
-    b = batch_for(model)
-    with torch.no_grad():
-        assert torch.equal(model(b, return_logits=True).logits, again(b, return_logits=True).logits)
+    assert not any(n.startswith(("encoders.", "llm.")) for n in load_file(tmp_path / "run" / "adapter.safetensors"))
+    assert same_logits(model, MultimodalLM.load(tmp_path / "run"))
+
+
+def test_a_component_trained_in_an_earlier_stage_stays_in_the_artefact(tmp_path: Path) -> None:
+    """Stage 1 trains the (reloadable) audio encoder, stage 2 only the projectors: the artefact still holds the
+    encoder as trained, and so does one made from it by a stage that starts from it (``init_from``)."""
+    recipe = by_path(tmp_path)
+    model = MultimodalLM.from_recipe(recipe)
+    nudge(model.groups()["encoders.audio"].values())  # as stage 1 would
+    model.set_trainable(["encoders.audio", "projectors"])
+    model.set_trainable(["projectors"])  # stage 2
+    model.save(tmp_path / "run")
+    encoder = set(model.groups()["encoders.audio"])
+    assert encoder <= set(load_file(tmp_path / "run" / "adapter.safetensors"))
+    assert same_logits(model, MultimodalLM.load(tmp_path / "run"))
+
+    later = MultimodalLM.from_recipe(recipe)  # a later run: the pretrained encoder, then init_from the first
+    assert not same_logits(model, later)
+    assert encoder <= set(load_trained_weights(later, tmp_path / "run"))
+    later.set_trainable(["projectors.audio"])
+    later.save(tmp_path / "later")
+    assert encoder <= set(load_file(tmp_path / "later" / "adapter.safetensors"))
+    assert same_logits(model, MultimodalLM.load(tmp_path / "later"))
+
+
+def test_init_from_brings_the_random_frozen_weights_too(trained) -> None:
+    """A model built with another seed has other random frozen parts: ``init_from`` must bring the artefact's."""
+    model, out = trained
+    torch.manual_seed(1234)
+    other = MultimodalLM.from_recipe(tiny_recipe())
+    assert not same_logits(model, other)
+    names = set(load_trained_weights(other, out))
+    assert set(load_file(out / "frozen.safetensors")) <= names
+    assert same_logits(model, other)

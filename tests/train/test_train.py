@@ -215,7 +215,8 @@ def test_a_run_that_skips_every_sample_stops_with_a_clear_error(tmp_path: Path, 
     ]
     assert main(["train", str(TINY_RECIPE), *overrides, "--run", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("mmadapter train: error: nothing passed in the last 1000 samples and shard reads")
+    head = "mmadapter train: error: shard set 'tests/assets/shards/shard-000000.tar': nothing passed in the last 1000"
+    assert err.startswith(f"{head} samples and shard reads")
     assert "too_long 1000 (1000 above the limits)" in err
     assert "Traceback" not in err and len(err.splitlines()) == 1  # not the loader worker's traceback
 
