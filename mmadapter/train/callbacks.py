@@ -25,7 +25,8 @@ def _scalars(trainer: L.Trainer) -> dict[str, float]:
 
 class MetricsLog(L.Callback):
     """Appends one JSON object per logging step to ``metrics.jsonl`` (rank 0): ``step``, ``stage``, ``loss``,
-    ``lr``, ``tokens_per_s``, ``skipped`` and validation metrics when they are computed.
+    ``lr``, ``tokens_per_s``, ``skipped``, ``nonfinite`` (steps skipped so far) and validation metrics when they
+    are computed. A non-finite value is left out (the loss of a skipped step), so that each line is strict JSON.
 
     On resume, lines of this stage past the resumed step are dropped first, so the file reads as one run.
     """
@@ -56,7 +57,7 @@ class MetricsLog(L.Callback):
     def _write(self, trainer: L.Trainer, values: dict[str, float]) -> None:
         if not trainer.is_global_zero or not values:
             return
-        row = {"step": trainer.global_step, "stage": self.stage} | values
+        row = {"step": trainer.global_step, "stage": self.stage} | {k: v for k, v in values.items() if math.isfinite(v)}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 

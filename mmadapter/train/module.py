@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -28,7 +29,8 @@ class NonFiniteLoss(RuntimeError):
 
 
 class StageModule(L.LightningModule):
-    """Trains the groups of one stage; checkpoints hold only their weights plus the RNG and data state.
+    """Trains the groups of one stage; checkpoints hold only their weights plus the RNG (torch, CUDA, Python,
+    numpy) and data state.
 
     Args:
         model: The model, with the stage's groups already trainable.
@@ -59,6 +61,7 @@ class StageModule(L.LightningModule):
         self.skips = SkipCounter()
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self._bad_loss = ""  # why this optimizer step's loss is not finite, until the step
         self.tokens = 0
         self._step_tokens = 0
         self._clock = time.perf_counter()
@@ -81,38 +84,47 @@ class StageModule(L.LightningModule):
         tokens = batch.num_tokens()
         self.tokens += tokens
         self._step_tokens += tokens
-        if not torch.isfinite(loss):
-            self._nonfinite(f"loss is {loss.item()}")
-            return None
-        self.log("loss", loss.detach(), prog_bar=True, batch_size=1)
+        self.log("loss", loss.detach(), prog_bar=True, batch_size=1)  # metrics.jsonl leaves a non-finite one out
         for name, value in out.aux.items():
             self.log(name, value.detach().float(), batch_size=1)
+        if not torch.isfinite(loss):
+            # Still backpropagated: its non-finite gradients reach every rank through the gradient all-reduce,
+            # so that all of them skip this step together (a rank returning None would leave the others
+            # waiting in backward).
+            self._bad_loss = self._bad_loss or f"loss is {loss.item()}"
+            if not loss.requires_grad:
+                return None  # nothing trainable reached it: nothing to backpropagate
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Once per optimizer step, after its backward passes: skip it when its loss or gradient is not
+        finite, then log the step's ``tokens_per_s``, ``lr``, ``skipped`` and ``nonfinite`` (here rather than
+        at batch end, so that the metrics log, a callback run before the module's own batch-end hook, writes
+        this step's values)."""
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all():
+        bad = self._bad_loss
+        if not bad and grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all():
+            bad = "gradient is not finite"
+        self._bad_loss = ""
+        if bad:
             for g in optimizer.param_groups:
                 for p in g["params"]:
                     p.grad = None  # AdamW leaves parameters without a gradient untouched: the step is skipped
-            self._nonfinite("gradient is not finite")
+            self._nonfinite(bad)
         else:
             self.nonfinite_in_a_row = 0
-
-    def on_train_batch_end(self, outputs: Any, batch: MultimodalBatch, batch_idx: int) -> None:
-        if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
-            return
         now = time.perf_counter()
         rate = self._step_tokens / max(now - self._clock, 1e-9)
         self._clock, self._step_tokens = now, 0
         self.log("tokens_per_s", rate, prog_bar=True, batch_size=1)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
+        self.log("lr", optimizer.param_groups[0]["lr"], batch_size=1)
         self.log("skipped", float(self.skips.skipped), batch_size=1)
+        self.log("nonfinite", float(self.nonfinite_total), batch_size=1)
 
     def _nonfinite(self, what: str) -> None:
         self.nonfinite_in_a_row += 1
         self.nonfinite_total += 1
-        log.warning("step %d skipped: %s (%d in a row)", self.global_step, what, self.nonfinite_in_a_row)
+        log.warning("step %d skipped: %s (%d in a row)", self.global_step + 1, what, self.nonfinite_in_a_row)
         if self.nonfinite_in_a_row >= self.train_cfg.max_nonfinite:
             raise NonFiniteLoss(
                 f"{self.nonfinite_in_a_row} consecutive steps were non-finite ({what}); "
@@ -172,7 +184,10 @@ class StageModule(L.LightningModule):
             "nonfinite_total": self.nonfinite_total,
             "torch_rng": torch.get_rng_state(),
             "python_rng": _python_rng_state(),
+            "numpy_rng": _numpy_rng_state(),
         }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["mmadapter"]["cuda_rng"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("mmadapter", {})
@@ -186,8 +201,19 @@ class StageModule(L.LightningModule):
         if "python_rng" in state:
             version, internal, gauss = state["python_rng"]
             random.setstate((version, tuple(internal), gauss))
+        if "numpy_rng" in state:
+            kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
+            np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def _python_rng_state() -> list[Any]:
     version, internal, gauss = random.getstate()
     return [version, list(internal), gauss]
+
+
+def _numpy_rng_state() -> list[Any]:
+    """numpy's global generator state in types a ``weights_only`` checkpoint load accepts (no arrays)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [kind, keys.tolist(), pos, has_gauss, gauss]

@@ -72,7 +72,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
     model = MultimodalLM.from_recipe(recipe)
     if recipe.train.activation_checkpointing:
         model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    started, totals = time.perf_counter(), {"steps": 0, "tokens": 0}
+    started, totals = time.perf_counter(), {"steps": 0, "tokens": 0, "nonfinite": 0}
     skips = SkipCounter()
     is_zero = True
     for index, stage in enumerate(recipe.train.stages):
@@ -85,6 +85,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
         is_zero = trainer.is_global_zero
         totals["steps"] += trainer.global_step
         totals["tokens"] += module.tokens
+        totals["nonfinite"] += module.nonfinite_total
         skips.merge(module.skips)
         if is_zero:
             save_artefact(model, run_dir / "stages" / stage.name, _provenance(recipe, stage, trainer))
@@ -196,8 +197,9 @@ def _head_tail_hash(path: Path, block: int = 1 << 20) -> str:
 
 
 def _print_summary(run_dir: Path, seconds: float, totals: dict[str, int], skips: SkipCounter) -> None:
+    nonfinite = f" ({totals['nonfinite']} skipped: loss or gradient not finite)" if totals["nonfinite"] else ""
     print(
-        f"trained {totals['steps']} steps in {seconds:.0f} s, {totals['tokens']:,} tokens "
+        f"trained {totals['steps']} steps{nonfinite} in {seconds:.0f} s, {totals['tokens']:,} tokens "
         f"({totals['tokens'] / max(seconds, 1e-9):,.0f} tokens/s)\n"
         f"data: {skips.summary()}\n"
         f"artefact: {run_dir}"
