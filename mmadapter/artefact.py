@@ -203,7 +203,8 @@ def _tokenizer_is_local(model: MultimodalLM) -> bool:
 
 def _provenance(model: MultimodalLM) -> dict[str, Any]:
     versions = {}
-    for pkg in ("mmadapter", "torch", "transformers", "open_clip_torch", "timm", "safetensors"):
+    packages = ("mmadapter", "torch", "transformers", "lightning", "webdataset", "torchaudio", "open_clip_torch")
+    for pkg in (*packages, "timm", "torch_geometric", "flash_attn", "safetensors"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

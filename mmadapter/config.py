@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
@@ -148,6 +148,11 @@ class StageConfig(_Section):
     init_from: str | None = None
 
 
+TASK_METRICS = Literal["wer", "cer", "bleu", "chrf", "accuracy"]
+HIGHER_IS_BETTER = ("bleu", "chrf", "accuracy")
+"""The task metrics (``train.val_metric``) for which a higher score is better."""
+
+
 class TrainConfig(_Section):
     seed: int = 0
     max_steps: int = Field(1000, gt=0, description="steps per stage unless the stage sets its own")
@@ -166,7 +171,7 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(100, gt=0)
     val_every: int | None = Field(None, gt=0)
     val_batches: int | None = Field(None, gt=0, description="validation batches per evaluation (None: one pass)")
-    val_metric: Literal["wer", "cer", "bleu", "chrf", "accuracy"] | None = Field(
+    val_metric: TASK_METRICS | None = Field(
         None, description="task metric computed by generating on data.val at each validation (logged val_<metric>)"
     )
     best_metric: str = "val_loss"
@@ -206,6 +211,7 @@ class Recipe(_Section):
         problems += _check_components(data)
         problems += _check_groups(data)
         problems += _check_stage_data(data)
+        problems += _check_validation(recipe.train, recipe.data) if recipe is not None else []
         if problems:
             raise RecipeError(problems, source)
         assert recipe is not None
@@ -307,6 +313,34 @@ def _with_family_specs(recipe: Recipe) -> Recipe:
             family = registries[section].spec(spec.name)
             comps[modality] = family.model_validate(spec.model_dump(exclude_unset=True))
     return recipe
+
+
+def _check_validation(train: TrainConfig, data: DataConfig) -> list[tuple[str, str]]:
+    """The validation settings that would otherwise be silently ignored, or keep the wrong artefact."""
+    problems = []
+    if train.val_every is None:
+        for key in ("val_metric", "early_stopping_patience"):
+            if getattr(train, key) is not None:
+                problems.append((f"train.{key}", "needs validation: set train.val_every"))
+        return problems
+    if not data.val and not any(s.data and s.data.get("val") for s in train.stages):
+        problems.append(("train.val_every", "no stage has validation shards: add data.val, or drop val_every"))
+    logged = ["val_loss"] + ([f"val_{train.val_metric}"] if train.val_metric else [])
+    if train.best_metric not in logged:
+        metric = train.best_metric.removeprefix("val_")
+        hint = f"; set train.val_metric: {metric}" if metric in get_args(TASK_METRICS) else ""
+        problems.append(
+            (
+                "train.best_metric",
+                f"{train.best_metric!r} is not logged at validation{hint} (logged: {', '.join(logged)})",
+            )
+        )
+    elif train.best_mode != ("max" if train.best_metric.removeprefix("val_") in HIGHER_IS_BETTER else "min"):
+        better = "higher" if train.best_mode == "min" else "lower"
+        problems.append(
+            ("train.best_mode", f"{train.best_mode!r} would keep the worst {train.best_metric} ({better} is better)")
+        )
+    return problems
 
 
 def _check_stage_data(data: dict[str, Any]) -> list[tuple[str, str]]:

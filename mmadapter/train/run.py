@@ -172,15 +172,21 @@ def _precision(name: str) -> str:
 
 
 def _provenance(recipe: Recipe, stage: StageConfig | None, trainer: L.Trainer | None) -> dict[str, Any]:
-    shards = []
-    for s in recipe.data.train + recipe.data.val:
-        for url in expand_shards(s.shards):
-            entry: dict[str, Any] = {"url": url}
-            path = Path(url)
-            if path.is_file():
-                entry |= {"bytes": path.stat().st_size, "sha256_head_tail": _head_tail_hash(path)}
-            shards.append(entry)
-    info: dict[str, Any] = {"shards": shards}
+    """The shards that trained and validated ``stage`` (every stage's, with its own data overrides, for the
+    run's artefact), each with the stages that read it, its size and a checksum."""
+    shards: dict[str, dict[str, Any]] = {}
+    for st in [stage] if stage is not None else recipe.train.stages:
+        data = stage_data(recipe, st)
+        for s in data.train + data.val:
+            for url in expand_shards(s.shards):
+                if url not in shards:
+                    shards[url] = {"url": url, "stages": []}
+                    path = Path(url)
+                    if path.is_file():
+                        shards[url] |= {"bytes": path.stat().st_size, "sha256_head_tail": _head_tail_hash(path)}
+                if st.name not in shards[url]["stages"]:
+                    shards[url]["stages"].append(st.name)
+    info: dict[str, Any] = {"shards": list(shards.values())}
     if stage is not None and trainer is not None:
         info |= {"stage": stage.name, "steps": trainer.global_step}
     return info

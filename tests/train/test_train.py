@@ -66,6 +66,28 @@ def test_two_stages_train_exactly_their_groups(tmp_path: Path) -> None:
     assert all(torch.equal(p, initial[n]) for n, p in final.named_parameters() if n.startswith("encoders."))
 
 
+def test_provenance_lists_the_shards_each_stage_read(tmp_path: Path) -> None:
+    first, second = (str(ROOT / "tests" / "assets" / "shards" / f"shard-00000{i}.tar") for i in (0, 1))
+    stages = [
+        {"name": "a", "trainable": ["projectors"], "max_steps": 1},
+        {"name": "b", "trainable": ["projectors"], "max_steps": 1, "data": {"train": [{"shards": second}]}},
+    ]
+    recipe = tiny_recipe(f'data.train=[{{"shards": "{first}"}}]', f"train.stages={json.dumps(stages)}")
+    train(recipe, tmp_path)
+
+    def shards(artefact: Path) -> dict[str, list[str]]:
+        entries = json.loads((artefact / "provenance.json").read_text())["shards"]
+        assert all(e["bytes"] == Path(e["url"]).stat().st_size and len(e["sha256_head_tail"]) == 64 for e in entries)
+        return {e["url"]: e["stages"] for e in entries}
+
+    assert shards(tmp_path) == {first: ["a"], second: ["b"]}
+    assert shards(tmp_path / "stages" / "b") == {second: ["b"]}
+    versions = json.loads((tmp_path / "provenance.json").read_text())["versions"]
+    assert {"torch", "transformers", "lightning", "webdataset", "torch_geometric"} <= {
+        k for k, v in versions.items() if v
+    }
+
+
 def test_gpu_only_strategies_are_rejected_on_cpu() -> None:
     recipe = tiny_recipe("train.strategy=fsdp", "train.precision=16-mixed")
     with pytest.raises(RecipeError) as info:
