@@ -74,10 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=evaluate.run)
 
     from mmadapter.bench import data as bench_data
+    from mmadapter.bench import model as bench_model
 
-    p = sub.add_parser("bench", help="measure throughput (bench data: the shard → batch pipeline)")
-    bench_data.add_arguments(p)
-    p.set_defaults(handler=bench_data.run)
+    p = sub.add_parser("bench", help="measure throughput (data: the shard → batch pipeline; model: vs HF + PEFT)")
+    what = p.add_subparsers(dest="what", required=True, metavar="{data,model}", help="what to benchmark")
+    q = what.add_parser("data", help="samples/s and tokens/s of the shard → batch pipeline")
+    bench_data.add_arguments(q)
+    q.set_defaults(handler=bench_data.run)
+    q = what.add_parser("model", help="a training step through mmadapter and a transformers + PEFT baseline")
+    bench_model.add_arguments(q)
+    q.set_defaults(handler=bench_model.run)
 
     from mmadapter.demo import run as demo
 

@@ -92,7 +92,6 @@ def _as_is(batch: object) -> object:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["data"], help="what to benchmark")
     parser.add_argument("--samples", type=int, default=400, help="generated samples")
     parser.add_argument("--batches", type=int, default=40, help="batches to time")
     parser.add_argument("--workers", type=int, default=2, help="data-loader workers")
