@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,17 +113,19 @@ def load_trained_weights(model: MultimodalLM, directory: str | Path) -> list[str
 
 
 def _load_weights(model: MultimodalLM, src: Path) -> set[str]:
-    loaded = _load_into(model, src / FROZEN) if (src / FROZEN).is_file() else set()
+    # Frozen parts this model has trained itself (an earlier stage of the run) keep what it learnt.
+    loaded = _load_into(model, src / FROZEN, skip=model.trained) if (src / FROZEN).is_file() else set()
     trained = _load_into(model, src / ADAPTER)
     model.trained |= trained & {n for n, _ in model.named_parameters()}
     return loaded | trained
 
 
-def _load_into(model: MultimodalLM, path: Path) -> set[str]:
+def _load_into(model: MultimodalLM, path: Path, skip: Collection[str] = ()) -> set[str]:
     tensors = load_file(path)
     unexpected = set(tensors) - set(model.state_dict())
     if unexpected:
         raise ValueError(f"{path}: {len(unexpected)} tensor(s) the model does not have, e.g. {min(unexpected)}")
+    tensors = {n: t for n, t in tensors.items() if n not in skip}
     model.load_state_dict(tensors, strict=False)
     return set(tensors)
 
@@ -157,10 +159,22 @@ def _split_state(model: MultimodalLM) -> tuple[dict[str, Tensor], dict[str, Tens
     """(trainable weights, frozen weights that cannot be re-fetched), tied tensors stored once."""
     state = _dedup(model.state_dict(keep_vars=True))
     adapter_names = {n for n, p in model.named_parameters() if p.requires_grad} | model.trained
+    adapter_names |= _buffers_of_trained(model, adapter_names)
     adapter_names |= {n for n in state if n.startswith("projectors.")} | set(adapter_state_names(model))
     adapter = {n: t for n, t in state.items() if n in adapter_names}
     frozen = {n: t for n, t in state.items() if n not in adapter_names and n in set(_must_save(model))}
     return adapter, frozen
+
+
+def _buffers_of_trained(model: MultimodalLM, trained: set[str]) -> set[str]:
+    """The buffers of every module with a trained parameter (a batch norm's running statistics move with
+    its weights, even in a component that reloads from its checkpoint)."""
+    out = set()
+    for prefix, module in model.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        if any(f"{dot}{n}" in trained for n, _ in module.named_parameters(recurse=False)):
+            out |= {f"{dot}{n}" for n, _ in module.named_buffers(recurse=False)}
+    return out
 
 
 def _must_save(model: MultimodalLM) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
@@ -211,7 +211,6 @@ class Recipe(_Section):
         problems += _check_components(data)
         problems += _check_groups(data)
         problems += _check_stage_data(data)
-        problems += _check_validation(recipe.train, recipe.data) if recipe is not None else []
         if problems:
             raise RecipeError(problems, source)
         assert recipe is not None
@@ -313,34 +312,6 @@ def _with_family_specs(recipe: Recipe) -> Recipe:
             family = registries[section].spec(spec.name)
             comps[modality] = family.model_validate(spec.model_dump(exclude_unset=True))
     return recipe
-
-
-def _check_validation(train: TrainConfig, data: DataConfig) -> list[tuple[str, str]]:
-    """The validation settings that would otherwise be silently ignored, or keep the wrong artefact."""
-    problems = []
-    if train.val_every is None:
-        for key in ("val_metric", "early_stopping_patience"):
-            if getattr(train, key) is not None:
-                problems.append((f"train.{key}", "needs validation: set train.val_every"))
-        return problems
-    if not data.val and not any(s.data and s.data.get("val") for s in train.stages):
-        problems.append(("train.val_every", "no stage has validation shards: add data.val, or drop val_every"))
-    logged = ["val_loss"] + ([f"val_{train.val_metric}"] if train.val_metric else [])
-    if train.best_metric not in logged:
-        metric = train.best_metric.removeprefix("val_")
-        hint = f"; set train.val_metric: {metric}" if metric in get_args(TASK_METRICS) else ""
-        problems.append(
-            (
-                "train.best_metric",
-                f"{train.best_metric!r} is not logged at validation{hint} (logged: {', '.join(logged)})",
-            )
-        )
-    elif train.best_mode != ("max" if train.best_metric.removeprefix("val_") in HIGHER_IS_BETTER else "min"):
-        better = "higher" if train.best_mode == "min" else "lower"
-        problems.append(
-            ("train.best_mode", f"{train.best_mode!r} would keep the worst {train.best_metric} ({better} is better)")
-        )
-    return problems
 
 
 def _check_stage_data(data: dict[str, Any]) -> list[tuple[str, str]]:

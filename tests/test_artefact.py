@@ -161,3 +161,24 @@ def test_init_from_brings_the_random_frozen_weights_too(trained) -> None:
     names = set(load_trained_weights(other, out))
     assert set(load_file(out / "frozen.safetensors")) <= names
     assert same_logits(model, other)
+
+
+def test_init_from_keeps_what_this_model_trained_itself(trained) -> None:
+    """A frozen part of the artefact that this run has trained (an earlier stage) is not overwritten."""
+    _, out = trained
+    other = MultimodalLM.from_recipe(tiny_recipe())
+    name = next(iter(load_file(out / "frozen.safetensors")))
+    mine = dict(other.named_parameters())[name]
+    with torch.no_grad():
+        mine.fill_(0.5)
+    other.trained.add(name)
+    assert name not in load_trained_weights(other, out)
+    assert bool((mine == 0.5).all())
+
+
+def test_the_buffers_of_a_trained_module_are_kept_with_its_weights() -> None:
+    from mmadapter.artefact import _buffers_of_trained
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    assert _buffers_of_trained(model, {"1.weight"}) == {"1.running_mean", "1.running_var", "1.num_batches_tracked"}
+    assert _buffers_of_trained(model, {"0.weight"}) == set()

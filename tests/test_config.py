@@ -105,35 +105,3 @@ def test_stage_data_overrides_are_checked_at_load_and_merge_limits_key_by_key(tm
         "train.stages.0.data.limits.max_audio_secs",
         "train.stages.0.data.max_tokns",
     ]
-
-
-def problems_of(*overrides: str) -> dict[str, str]:
-    try:
-        load_recipe(TINY, list(overrides))
-    except RecipeError as e:
-        return dict(e.problems)
-    return {}
-
-
-VAL = 'data.val=[{"shards": "tests/assets/shards/shard-000000.tar"}]'
-
-
-def test_validation_settings_that_would_do_nothing_or_keep_the_wrong_artefact_are_reported() -> None:
-    assert problems_of(VAL, "train.val_every=5", "train.val_metric=bleu", "train.best_metric=val_bleu",
-                       "train.best_mode=max") == {}  # fmt: skip
-    assert problems_of("train.val_metric=wer", "train.early_stopping_patience=2") == {
-        "train.val_metric": "needs validation: set train.val_every",
-        "train.early_stopping_patience": "needs validation: set train.val_every",
-    }
-    assert "no stage has validation shards" in problems_of("data.val=[]", "train.val_every=5")["train.val_every"]
-    stage_val = 'train.stages.0.data={"val": [{"shards": "tests/assets/shards/shard-000000.tar"}]}'
-    assert problems_of("data.val=[]", "train.val_every=5", stage_val) == {}
-    wer = problems_of(VAL, "train.val_every=5", "train.best_metric=val_wer")["train.best_metric"]
-    assert "set train.val_metric: wer" in wer and "logged: val_loss" in wer
-    assert (
-        "would keep the worst val_accuracy (higher is better)"
-        in problems_of(VAL, "train.val_every=5", "train.val_metric=accuracy", "train.best_metric=val_accuracy")[
-            "train.best_mode"
-        ]
-    )
-    assert "lower is better" in problems_of(VAL, "train.val_every=5", "train.best_mode=max")["train.best_mode"]

@@ -45,7 +45,11 @@ class MetricsLog(L.Callback):
                     keep.append(line)
             self.path.write_text("".join(f"{line}\n" for line in keep))
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return  # mid-accumulation: the step has not happened (its number is still the previous one's)
         step = trainer.global_step
         if step % self.every == 0 or step in (1, trainer.max_steps):
             self._write(trainer, {k: v for k, v in _scalars(trainer).items() if not k.startswith("val_")})
@@ -87,8 +91,8 @@ class PeriodicCheckpoint(L.Callback):
 class TaskMetric(L.Callback):
     """At each validation, generates answers for the validation sets and logs ``val_<metric>`` (WER, …)
     computed by :func:`mmadapter.evaluate.evaluate_requests`; runs on rank 0 and is shared with the other
-    ranks. It scores the samples the validation loss is taken on: each set's first ``max_samples`` when it
-    has a budget, and none above ``limits`` (the stage's media ``data.limits``).
+    ranks. It scores each validation set (its first ``max_samples`` when it has a budget) within ``limits``
+    (the stage's media ``data.limits``); unlike the validation loss, not cut at ``train.val_batches``.
 
     Attributes:
         report: The last validation's report (rank 0; ``None`` before the first).

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -18,6 +16,7 @@ from mmadapter.config import StageConfig, TrainConfig
 from mmadapter.data.skips import SkipCounter
 from mmadapter.model import MultimodalLM
 from mmadapter.train.optim import build_optimizer, warmup_cosine
+from mmadapter.train.rng import gather_rng_states, restore_rng_states
 
 __all__ = ["NonFiniteLoss", "StageModule"]
 
@@ -29,8 +28,8 @@ class NonFiniteLoss(RuntimeError):
 
 
 class StageModule(L.LightningModule):
-    """Trains the groups of one stage; checkpoints hold only their weights plus the RNG (torch, CUDA, Python,
-    numpy) and data state.
+    """Trains the groups of one stage; checkpoints hold only their weights plus each rank's random
+    states (:mod:`mmadapter.train.rng`) and the data state.
 
     Args:
         model: The model, with the stage's groups already trainable.
@@ -106,6 +105,8 @@ class StageModule(L.LightningModule):
         if not bad and grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all():
             bad = "gradient is not finite"
         self._bad_loss = ""
+        if self.trainer.strategy.reduce_boolean_decision(bool(bad), all=False) and not bad:
+            bad = "another rank's loss or gradient is not finite"  # every rank skips, or the copies drift apart
         if bad:
             for g in optimizer.param_groups:
                 for p in g["params"]:
@@ -182,12 +183,8 @@ class StageModule(L.LightningModule):
             "tokens": self.tokens,
             "skips": self.skips.as_dict(),
             "nonfinite_total": self.nonfinite_total,
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": _python_rng_state(),
-            "numpy_rng": _numpy_rng_state(),
+            "rng": gather_rng_states(),  # every rank's, in rank order (this hook runs on every rank)
         }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            checkpoint["mmadapter"]["cuda_rng"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("mmadapter", {})
@@ -196,24 +193,5 @@ class StageModule(L.LightningModule):
         self.tokens = int(state.get("tokens", 0))
         self.skips = SkipCounter.from_dict(state.get("skips", {}))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
-        if "torch_rng" in state:
-            torch.set_rng_state(state["torch_rng"])
-        if "python_rng" in state:
-            version, internal, gauss = state["python_rng"]
-            random.setstate((version, tuple(internal), gauss))
-        if "numpy_rng" in state:
-            kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
-            np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-
-
-def _python_rng_state() -> list[Any]:
-    version, internal, gauss = random.getstate()
-    return [version, list(internal), gauss]
-
-
-def _numpy_rng_state() -> list[Any]:
-    """numpy's global generator state in types a ``weights_only`` checkpoint load accepts (no arrays)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return [kind, keys.tolist(), pos, has_gauss, gauss]
+        if "rng" in state:
+            restore_rng_states(state["rng"], self.global_rank)

@@ -14,13 +14,22 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import lightning as L
 import torch
 
 from mmadapter.artefact import atomic_write, load_trained_weights, save_artefact
-from mmadapter.config import Recipe, RecipeError, StageConfig, load_recipe
+from mmadapter.config import (
+    HIGHER_IS_BETTER,
+    TASK_METRICS,
+    DataConfig,
+    Recipe,
+    RecipeError,
+    StageConfig,
+    TrainConfig,
+    load_recipe,
+)
 from mmadapter.data.pipeline import expand_shards
 from mmadapter.data.skips import SkipCounter
 from mmadapter.model import MultimodalLM
@@ -47,8 +56,39 @@ def validate_for_training(recipe: Recipe, cuda: bool | None = None) -> None:
             problems.append((f"train.stages.{i}.init_from", f"{stage.init_from} is not an mmadapter artefact"))
     if not recipe.data.train and not any(s.data and s.data.get("train") for s in recipe.train.stages):
         problems.append(("data.train", "no training shards: add [{shards: ..., weight: ...}]"))
+    problems += _validation_problems(recipe.train, recipe.data)
     if problems:
         raise RecipeError(problems)
+
+
+def _validation_problems(train: TrainConfig, data: DataConfig) -> list[tuple[str, str]]:
+    """A ``best_metric`` the run never logs (``best/`` would never be written) or a ``best_mode`` that keeps
+    the worst score are errors; validation settings that do nothing are warnings."""
+    validates = train.val_every is not None
+    if validates and not data.val and not any(s.data and s.data.get("val") for s in train.stages):
+        log.warning("train.val_every: no stage has validation shards (data.val), so the run never validates")
+        validates = False
+    for key in ("val_metric", "early_stopping_patience"):
+        if getattr(train, key) is not None and not validates:
+            log.warning("train.%s does nothing: the run never validates (train.val_every, data.val)", key)
+    if not validates:
+        return []
+    logged = ["val_loss"] + ([f"val_{train.val_metric}"] if train.val_metric else [])
+    metric = train.best_metric.removeprefix("val_")
+    if train.best_metric not in logged:
+        hint = f"; set train.val_metric: {metric}" if metric in get_args(TASK_METRICS) else ""
+        return [
+            (
+                "train.best_metric",
+                f"{train.best_metric!r} is not logged at validation{hint} (logged: {', '.join(logged)})",
+            )
+        ]
+    if train.best_mode != ("max" if metric in HIGHER_IS_BETTER else "min"):
+        better = "higher" if train.best_mode == "min" else "lower"
+        return [
+            ("train.best_mode", f"{train.best_mode!r} would keep the worst {train.best_metric} ({better} is better)")
+        ]
+    return []
 
 
 def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:

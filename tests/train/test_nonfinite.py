@@ -82,8 +82,9 @@ def test_too_many_nonfinite_steps_in_a_row_stop_the_run(tmp_path: Path, monkeypa
     assert {r["step"] for r in rows(tmp_path)} == {1, 2, 3}  # 1 trained, 2 and 3 skipped, 4 stopped the run
 
 
-def test_metrics_rows_carry_their_own_steps_values(tmp_path: Path) -> None:
-    cfg = recipe("train.max_steps=4", "train.warmup_steps=3", "train.lr=0.01")
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_metrics_rows_carry_their_own_steps_values(tmp_path: Path, accumulate: int) -> None:
+    cfg = recipe("train.max_steps=4", "train.warmup_steps=3", "train.lr=0.01", f"train.accumulate={accumulate}")
     train(cfg, tmp_path)
     logged = [r for r in rows(tmp_path) if "loss" in r]
     assert [r["step"] for r in logged] == [1, 2, 3, 4]

@@ -13,6 +13,7 @@ from conftest import tiny_recipe
 from mmadapter.model import MultimodalLM
 from mmadapter.train.checkpoint_io import SafeCheckpointIO
 from mmadapter.train.module import StageModule
+from mmadapter.train.rng import restore_rng_states, rng_states
 
 
 def draws() -> tuple[float, float, float]:
@@ -22,7 +23,7 @@ def draws() -> tuple[float, float, float]:
 def test_rng_states_survive_a_weights_only_checkpoint(tmp_path: Path) -> None:
     recipe = tiny_recipe()
     module = StageModule(MultimodalLM.from_recipe(recipe), recipe.train.stages[0], recipe.train, 5, 0.05)
-    module._trainer = SimpleNamespace(global_step=0, accumulate_grad_batches=1)  # what the hook reads
+    module._trainer = SimpleNamespace(global_step=0, global_rank=0, accumulate_grad_batches=1)  # what the hook reads
     checkpoint: dict = {}
     module.on_save_checkpoint(checkpoint)
     io = SafeCheckpointIO()
@@ -31,3 +32,20 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path: Path) -> None:
     draws()  # the generators move on, as a killed run's would
     module.on_load_checkpoint(io.load_checkpoint(tmp_path / "state.ckpt"))  # weights_only=True
     assert draws() == expected
+
+
+def test_each_rank_gets_its_own_states_back() -> None:
+    torch.manual_seed(0)
+    first = rng_states()
+    expected_first = draws()
+    torch.manual_seed(1)
+    random.seed(1)
+    np.random.seed(1)
+    second = rng_states()
+    expected_second = draws()
+    restore_rng_states([first, second], rank=1)
+    assert draws() == expected_second
+    restore_rng_states([first, second], rank=0)
+    assert draws() == expected_first
+    restore_rng_states([first], rank=1)  # resumed on more ranks than were saved: rank 0's, with a warning
+    assert draws() == expected_first

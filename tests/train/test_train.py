@@ -256,3 +256,34 @@ def test_validation_counts_its_skips_and_says_when_it_scored_nothing(tmp_path: P
         rows = run(str(ROOT / "tests" / "assets" / "shards" / "shard-000000.tar"), tmp_path / "b")  # audio only
     assert not any("val_loss" in r or "val_skipped" in r for r in rows)  # no batch brought its skips here
     assert any("validation at step 2 scored no labelled token" in r.getMessage() for r in caplog.records)
+
+
+def problems_of(*overrides: str) -> dict[str, str]:
+    try:
+        validate_for_training(tiny_recipe(*overrides), cuda=False)
+    except RecipeError as e:
+        return dict(e.problems)
+    return {}
+
+
+def test_validation_settings_that_keep_the_wrong_best_are_errors_and_those_that_do_nothing_warnings(caplog) -> None:
+    val = 'data.val=[{"shards": "tests/assets/shards/shard-000000.tar"}]'
+    assert problems_of(val, "train.val_every=5", "train.val_metric=bleu", "train.best_metric=val_bleu",
+                       "train.best_mode=max") == {}  # fmt: skip
+    wer = problems_of(val, "train.val_every=5", "train.best_metric=val_wer")["train.best_metric"]
+    assert "set train.val_metric: wer" in wer and "logged: val_loss" in wer
+    assert (
+        "would keep the worst val_accuracy (higher is better)"
+        in problems_of(val, "train.val_every=5", "train.val_metric=accuracy", "train.best_metric=val_accuracy")[
+            "train.best_mode"
+        ]
+    )
+    assert "lower is better" in problems_of(val, "train.val_every=5", "train.best_mode=max")["train.best_mode"]
+    with caplog.at_level(logging.WARNING, logger="mmadapter.train.run"):
+        assert problems_of("data.val=[]", "train.val_every=5", "train.val_metric=wer", "train.best_metric=x") == {}
+        assert problems_of("train.early_stopping_patience=2") == {}
+    text = caplog.text
+    assert "no stage has validation shards" in text and "train.val_metric does nothing" in text
+    assert "train.early_stopping_patience does nothing" in text
+    stage_val = 'train.stages.0.data={"val": [{"shards": "tests/assets/shards/shard-000000.tar"}]}'
+    assert "train.best_metric" in problems_of("data.val=[]", "train.val_every=5", stage_val, "train.best_metric=x")
