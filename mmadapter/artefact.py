@@ -109,12 +109,13 @@ def load_trained_weights(model: MultimodalLM, directory: str | Path) -> list[str
     """
     if not (Path(directory) / ADAPTER).is_file():
         raise FileNotFoundError(f"{directory} is not an mmadapter artefact: {ADAPTER} is missing")
-    return sorted(_load_weights(model, Path(directory)))
-
-
-def _load_weights(model: MultimodalLM, src: Path) -> set[str]:
     # Frozen parts this model has trained itself (an earlier stage of the run) keep what it learnt.
-    loaded = _load_into(model, src / FROZEN, skip=model.trained) if (src / FROZEN).is_file() else set()
+    return sorted(_load_weights(model, Path(directory), keep=set(model.trained)))
+
+
+def _load_weights(model: MultimodalLM, src: Path, keep: Collection[str] = ()) -> set[str]:
+    """Frozen then adapter weights of ``src``; frozen ones named in ``keep`` are left as the model has them."""
+    loaded = _load_into(model, src / FROZEN, skip=keep) if (src / FROZEN).is_file() else set()
     trained = _load_into(model, src / ADAPTER)
     model.trained |= trained & {n for n, _ in model.named_parameters()}
     return loaded | trained
