@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from mmadapter.batch import MultimodalBatch
 from mmadapter.bench.arm import Arm
 from mmadapter.config import MoLoRAConfig, Recipe, StageConfig
+from mmadapter.llm.causal_lm import checkpoint_activations
 from mmadapter.model import MultimodalLM
 
 __all__ = ["baseline_arm", "check_comparable", "molora_groups"]
@@ -70,6 +71,8 @@ def baseline_arm(
     if recipe.model.molora is not None:
         lm = _with_lora(model, recipe.model.molora, train=bool(adapters & set(stage.trainable)), groups=others)
         facts["adapters"] = _describe(recipe.model.molora)
+    if recipe.train.activation_checkpointing:
+        checkpoint_activations(model.llm)  # the base model under PEFT's wrapper, LoRA layers included
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)

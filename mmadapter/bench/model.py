@@ -7,7 +7,8 @@ balance loss with ``topk`` routing). The baseline (:mod:`mmadapter.bench.baselin
 SDPA with PEFT LoRA and takes its loss from the model's ``labels=``. Both arms start from the same random
 weights (fresh copies), train the stage's groups with AdamW and are timed on forward + backward + optimizer
 step. They alternate step by step, each going first every other step, so that machine noise hits both alike;
-warm-up steps are not timed. Batches are built and moved to the device before timing: the data pipeline is what
+warm-up steps are not timed. With ``train.activation_checkpointing`` both arms recompute their LLM layers in
+backward. Batches are built and moved to the device before timing: the data pipeline is what
 ``mmadapter bench data`` measures.
 
 The workload is a seeded mix of samples with one media item (random audio of 0.5–3 s, or a random image when
@@ -37,6 +38,7 @@ from mmadapter.bench.data import TINY
 from mmadapter.config import Recipe, StageConfig, load_recipe
 from mmadapter.encoders.log_mel import SAMPLE_RATE
 from mmadapter.llm.attention import apply_backend, choose_backend
+from mmadapter.llm.causal_lm import checkpoint_activations
 from mmadapter.model import MultimodalLM
 
 __all__ = ["DEFAULT_OVERRIDES", "add_arguments", "bench_model", "make_samples", "run"]
@@ -103,6 +105,8 @@ def bench_model(
     seed = recipe.train.seed if seed is None else seed
     torch.manual_seed(seed)
     model = MultimodalLM.from_recipe(recipe)
+    if recipe.train.activation_checkpointing:
+        checkpoint_activations(model.llm)
     samples = make_samples(model, (warmup + steps) * samples_per_step, seed)
     groups = [samples[i : i + samples_per_step] for i in range(0, len(samples), samples_per_step)]
     packed = [MultimodalBatch.pack(g) for g in groups]
@@ -127,6 +131,7 @@ def bench_model(
         "steps": steps,
         "warmup": warmup,
         "samples_per_step": samples_per_step,
+        "activation_checkpointing": recipe.train.activation_checkpointing,
         "seed": seed,
         "torch_threads": torch.get_num_threads(),
         "mmadapter": mine,
@@ -198,7 +203,8 @@ def format_report(result: dict[str, Any]) -> str:
     tokens = result["mmadapter"]["real_tokens_per_step"]
     lines = [
         f"bench model: stage {result['stage']} (trains {', '.join(result['trainable'])}) on {result['device']}, "
-        f"{result['precision']}, {result['steps']} steps after {result['warmup']} warm-up, "
+        f"{result['precision']}{', activation checkpointing' if result['activation_checkpointing'] else ''}, "
+        f"{result['steps']} steps after {result['warmup']} warm-up, "
         f"{result['samples_per_step']} samples/step (~{sum(tokens) / len(tokens):.0f} real tokens), "
         f"{result['torch_threads']} torch threads",
         f"{'':20}{'tokens/s':>12}{'step ms':>10}{'peak MiB':>10}{'padded':>8}{'loss@0':>9}{'trainable':>11}  what",

@@ -16,7 +16,7 @@ from mmadapter.llm.attention import choose_backend, default_device
 from mmadapter.llm.tokenizer import CHATML_TEMPLATE, byte_tokenizer
 from mmadapter.registry import Registry
 
-__all__ = ["LLMS", "causal_lm", "causal_lm_test", "resolve_dtype"]
+__all__ = ["LLMS", "causal_lm", "causal_lm_test", "checkpoint_activations", "resolve_dtype"]
 
 LLMS: Registry[Any] = Registry("llm")
 
@@ -94,3 +94,10 @@ def _from_config(
     hf_config = AutoConfig.for_model(model_type, **config)
     model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attn)
     return model.eval()
+
+
+def checkpoint_activations(llm: PreTrainedModel) -> None:
+    """Recompute ``llm``'s decoder layers in backward instead of keeping their activations
+    (``train.activation_checkpointing``); non-reentrant, so frozen layers between trainable inputs still pass
+    gradients on."""
+    llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -32,6 +32,7 @@ from mmadapter.config import (
 )
 from mmadapter.data.pipeline import expand_shards
 from mmadapter.data.skips import SkipCounter
+from mmadapter.llm.causal_lm import checkpoint_activations
 from mmadapter.model import MultimodalLM
 from mmadapter.train.callbacks import BestArtefact, MetricsLog, PeriodicCheckpoint, TaskMetric
 from mmadapter.train.checkpoint_io import SafeCheckpointIO
@@ -111,7 +112,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)
     model = MultimodalLM.from_recipe(recipe)
     if recipe.train.activation_checkpointing:
-        model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_activations(model.llm)
     started, totals = time.perf_counter(), {"steps": 0, "tokens": 0, "nonfinite": 0}
     skips = SkipCounter()
     is_zero = True

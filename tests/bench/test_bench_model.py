@@ -106,6 +106,20 @@ def test_prints_a_table_of_both_arms_and_the_ratios(capsys) -> None:
     assert lines[4].startswith("mmadapter / HF") and lines[4].count("x") == 2
 
 
+def test_activation_checkpointing_recomputes_in_both_arms_and_changes_no_loss(capsys, default_run) -> None:
+    from unittest import mock
+
+    from transformers import PreTrainedModel
+
+    enable = PreTrainedModel.gradient_checkpointing_enable
+    with mock.patch.object(PreTrainedModel, "gradient_checkpointing_enable", autospec=True, side_effect=enable) as spy:
+        r = bench(capsys, "--device", "cpu", "train.activation_checkpointing=true")
+    assert spy.call_count == 2  # the mmadapter LLM and the baseline's, each once
+    assert r["activation_checkpointing"] is True and default_run["activation_checkpointing"] is False
+    for arm in ("mmadapter", "baseline"):  # recomputing the layers in backward is the same arithmetic
+        assert r[arm]["losses"] == pytest.approx(default_run[arm]["losses"], rel=1e-5, abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
