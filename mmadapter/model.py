@@ -144,12 +144,11 @@ class MultimodalLM(nn.Module):
         if not any(p.requires_grad for p in self.llm.parameters() if id(p) not in new):
             self.llm.eval()
             if mode and getattr(self.llm, "is_gradient_checkpointing", False):
-                # transformers recomputes activations only in training mode: keep the flag on for the layers
-                # but their dropout off, so the frozen LLM still computes what it computes in eval mode.
-                self.llm.train()
+                # transformers recomputes only the modules that carry the checkpointing flag, and only in training
+                # mode: set that mode on them alone, so that dropout and attention dropout inside stay off.
                 for m in self.llm.modules():
-                    if isinstance(m, nn.Dropout):
-                        m.eval()
+                    if getattr(m, "gradient_checkpointing", False) is True:
+                        m.training = True
             for layer in self.adapters.molora:
                 layer.train(mode)
         return self

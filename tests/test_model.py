@@ -190,7 +190,12 @@ def test_audio_features_on_the_model_device_equal_features_in_the_pipeline() -> 
 
 
 def test_activation_checkpointing_recomputes_layers_of_a_frozen_llm() -> None:
-    model = MultimodalLM.from_recipe(tiny_recipe('train.stages.0.trainable=["projectors"]'))
+    # attention and hidden dropout in the config: a frozen LLM must run neither, recomputed or not
+    dropout = 'model.llm.config={"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, ' + (
+        '"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "attention_dropout": 0.5}'
+    )
+    model = MultimodalLM.from_recipe(tiny_recipe('train.stages.0.trainable=["projectors"]', dropout))
+    assert model.llm.config.attention_dropout == 0.5
     batch = MultimodalBatch.pack(mixed_samples(model))
     calls: list[int] = []
     model.llm.model.layers[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
@@ -206,5 +211,6 @@ def test_activation_checkpointing_recomputes_layers_of_a_frozen_llm() -> None:
     again = model(batch)
     again.loss.backward()
     assert len(calls) == 2  # the layer ran again during backward
+    assert not model.llm.model.layers[0].self_attn.training and model.llm.model.layers[0].training
     assert torch.allclose(again.loss, plain.loss, atol=1e-6)
     assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(model.projectors.parameters(), grads, strict=True))
