@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except (ValueError, KeyError, OSError) as e:  # bad input or a file problem: a message, not a traceback
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"mmadapter {args.command}: error: {_without_worker_traceback(message, e)}", file=sys.stderr)
         return 2

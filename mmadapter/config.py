@@ -8,11 +8,12 @@ problem at once with its dotted path and, for unknown keys, the closest known ke
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from mmadapter.adapter_config import BiasNormConfig, GatedAttentionConfig, MoLoRAConfig
 from mmadapter.limits import MediaLimits
@@ -43,6 +44,7 @@ __all__ = [
 
 Modality = Literal["audio", "image", "graph"]
 MODALITIES: tuple[str, ...] = ("audio", "image", "graph")
+_STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class _Section(BaseModel):
@@ -146,6 +148,13 @@ class StageConfig(_Section):
     lr: float | dict[str, float] | None = None
     data: dict[str, Any] | None = None
     init_from: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _a_directory_name(cls, name: str) -> str:
+        if not _STAGE_NAME.fullmatch(name):
+            raise ValueError("a stage name is a directory name (RUN/stages/NAME): letters, digits, '_', '.', '-'")
+        return name
 
 
 TASK_METRICS = Literal["wer", "cer", "bleu", "chrf", "accuracy"]

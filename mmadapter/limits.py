@@ -59,10 +59,21 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line form of :class:`MediaLimits` (``--max-pixels`` …); read back with :func:`limits_from_args`."""
     pos_int, pos_float = positive(int), positive(float)
     group = parser.add_argument_group("media limits (above them an item is skipped, or fails, and is counted)")
-    group.add_argument("--max-pixels", type=pos_int, default=MAX_PIXELS, help="largest image width × height")
-    group.add_argument("--max-audio-seconds", type=pos_float, default=None, help="longest audio (too_long)")
-    group.add_argument("--max-graph-nodes", type=pos_int, default=MAX_GRAPH_NODES, help="most nodes per graph")
-    group.add_argument("--max-graph-edges", type=pos_int, default=MAX_GRAPH_EDGES, help="most edges per graph")
+    group.add_argument(
+        "--max-pixels", type=pos_int, default=MAX_PIXELS, help="largest image width × height (default: %(default)s)"
+    )
+    group.add_argument(
+        "--max-audio-seconds",
+        type=pos_float,
+        default=None,
+        help="longest audio in seconds (too_long; default: no limit)",
+    )
+    group.add_argument(
+        "--max-graph-nodes", type=pos_int, default=MAX_GRAPH_NODES, help="most nodes per graph (default: %(default)s)"
+    )
+    group.add_argument(
+        "--max-graph-edges", type=pos_int, default=MAX_GRAPH_EDGES, help="most edges per graph (default: %(default)s)"
+    )
 
 
 def limits_from_args(args: argparse.Namespace) -> MediaLimits:

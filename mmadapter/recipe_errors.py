@@ -17,11 +17,11 @@ __all__ = ["RecipeError", "describe_error"]
 class RecipeError(ValueError):
     """A recipe has one or more problems; ``problems`` holds ``(dotted path, message)`` pairs."""
 
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None, hint: str | None = None) -> None:
         self.problems = problems
         where = f" in {source}" if source else ""
         lines = "\n".join(f"  {path}: {msg}" for path, msg in problems)
-        super().__init__(f"{len(problems)} problem(s){where}:\n{lines}")
+        super().__init__(f"{len(problems)} problem(s){where}:\n{lines}" + (f"\n{hint}" if hint else ""))
 
 
 def describe_error(root: type[BaseModel], err: Any, prefix: str = "") -> tuple[str, str]:

@@ -35,6 +35,7 @@ __all__ = [
     "MODALITY_PLACEHOLDERS",
     "ManifestRecord",
     "check_placeholders",
+    "check_unicode",
     "count_placeholders",
     "iter_manifest_lines",
     "media_extension",
@@ -174,6 +175,20 @@ def normalise(
     return turns
 
 
+def check_unicode(record: Any, key: str | None, source: str | None = None) -> None:
+    """Refuse parsed JSON whose strings hold a lone surrogate: JSON's ``\\udcff`` escapes parse, but the text
+    is not Unicode, and encoding it (a shard member, a tokenizer) would fail later, far from the line.
+
+    Raises:
+        BadSample: ``bad_json`` naming the character.
+    """
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = e.object[e.start : e.end]
+        raise BadSample("bad_json", key, f"text holds {bad!r}, a lone surrogate: not valid Unicode", source) from e
+
+
 def media_extension(path: Path | str, modality: str) -> str | None:
     """The member extension a media file is stored under (``flac``, ``graph.npz``), or ``None`` if not allowed."""
     name = Path(path).name.lower()
@@ -204,7 +219,8 @@ def parse_record(
 
     Raises:
         BadSample: ``bad_json`` (not UTF-8 JSON, not an object, bad key, bad media field, missing or
-            mistyped text), ``placeholder_mismatch`` (placeholder counts differ from item counts).
+            mistyped text, text that is not valid Unicode), ``placeholder_mismatch`` (placeholder counts
+            differ from item counts).
     """
     try:
         record = json.loads(line)
@@ -215,6 +231,7 @@ def parse_record(
     key = record.get("key")
     if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise BadSample("bad_json", None, f"key {key!r} must be letters, digits, '_' and '-' only", source)
+    check_unicode(record, key, source)
     media = {m: _paths(record[m], m, Path(root), key, source) for m in MODALITIES if record.get(m) not in (None, [])}
     messages = normalise(record, key, source, require_response)
     check_placeholders(messages, {m: len(paths) for m, paths in media.items()}, key, source)

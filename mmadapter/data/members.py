@@ -27,7 +27,7 @@ from mmadapter.config import MODALITIES
 from mmadapter.data.audio import SAMPLE_RATE, decode_audio
 from mmadapter.data.graph import decode_graph
 from mmadapter.data.image import decode_image
-from mmadapter.data.manifest import MEDIA_EXTENSIONS, check_placeholders, normalise
+from mmadapter.data.manifest import MEDIA_EXTENSIONS, check_placeholders, check_unicode, normalise
 from mmadapter.data.skips import BadSample
 from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
@@ -135,6 +135,7 @@ def _meta(raw: Mapping[str, Any], key: str, source: str | None) -> dict[str, Any
         raise BadSample("bad_json", key, f"{key}.json is not JSON: {e}", source) from e
     if not isinstance(meta, dict):
         raise BadSample("bad_json", key, f"{key}.json must hold an object, not {type(meta).__name__}", source)
+    check_unicode(meta, key, source)
     return meta
 
 

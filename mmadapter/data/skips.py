@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import tarfile
 from collections import Counter
@@ -56,6 +57,7 @@ LOGGED_PER_REASON = 10
 """Skips of one reason logged one by one at WARNING; after that a WARNING at every power of ten and DEBUG."""
 LIMIT_REASONS: tuple[SkipReason, ...] = ("too_long", "too_large_image", "too_large_graph")
 """Skips for being above a limit the recipe (or ``mmadapter shard``) set, not for broken data."""
+_BUFFER_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 class BadSample(ValueError):
@@ -72,6 +74,7 @@ class BadSample(ValueError):
     def __init__(self, reason: SkipReason, key: str | None, detail: str, source: str | None = None) -> None:
         if reason not in SKIP_REASONS:
             raise ValueError(f"unknown skip reason {reason!r}; allowed: {', '.join(SKIP_REASONS)}")
+        detail = _BUFFER_REPR.sub("", detail)  # decoders read from memory and name the buffer object
         super().__init__(reason, key, detail, source)
         self.reason: SkipReason = reason
         self.key = key

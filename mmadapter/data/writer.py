@@ -90,8 +90,9 @@ def prepare_sample(
             name = str(path)
             try:
                 decoded = decode_item(modality, data, name, limits, sample_rate=None)  # as stored: no resampling
-            except BadSample as e:
-                e.with_key(record.key, source)
+            except BadSample as e:  # it names the file; add the manifest line
+                e.key = record.key
+                e.source = name if source is None else f"{source}, {name}"
                 raise
             if modality == "image":
                 decoded.close()
@@ -191,6 +192,8 @@ class _ShardSink:
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output {out_dir} is a file, not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     existing = sorted(out_dir.glob(SHARD_PATTERN.split("%")[0] + "*.tar*")) + sorted(out_dir.glob(STATS_FILE))
     if existing and not overwrite:
@@ -274,11 +277,20 @@ def write_shards(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``mmadapter shard``; pair with :func:`run`."""
-    parser.add_argument("manifest", type=Path, help="JSONL manifest, one sample a line (DESIGN.md §5)")
+    parser.add_argument("manifest", type=Path, help="JSONL manifest, one sample a line (README: Data)")
     parser.add_argument("out_dir", type=Path, help="directory for shard-NNNNNN.tar and stats.json")
-    parser.add_argument("--max-count", type=int, default=DEFAULT_MAX_COUNT, help="samples per shard at most")
-    parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, help="bytes per shard (about)")
-    parser.add_argument("--workers", type=int, default=1, help="decoding processes (output is the same)")
+    parser.add_argument(
+        "--max-count", type=int, default=DEFAULT_MAX_COUNT, help="samples per shard at most (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-size", type=int, default=DEFAULT_MAX_SIZE, help="bytes per shard, about (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="decoding processes; the shards do not depend on it (default: %(default)s)",
+    )
     add_limit_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace shards already in OUT_DIR")
 

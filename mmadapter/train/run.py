@@ -2,7 +2,8 @@
 
 Run directory: the artefact at the top (``recipe.yaml``, ``adapter.safetensors``, …), ``stages/<name>/``
 (the artefact after each stage), ``best/`` (best validation artefact, when validating), ``metrics.jsonl``,
-``checkpoints/<stage>.ckpt`` (resume state) with ``checkpoints/state.json`` (finished stages), ``tb/``.
+``checkpoints/<stage>.ckpt`` (resume state) with ``checkpoints/state.json`` (finished stages) and
+``checkpoints/recipe.yaml`` (the recipe it started with, which ``--resume`` must match), ``tb/``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from mmadapter.train.callbacks import BestArtefact, MetricsLog, PeriodicCheckpoi
 from mmadapter.train.checkpoint_io import SafeCheckpointIO
 from mmadapter.train.data import stage_data, train_loader, val_loader
 from mmadapter.train.module import StageModule
+from mmadapter.train.resume import check_resumed_recipe, record_started_recipe
 
 __all__ = ["add_arguments", "run", "train", "validate_for_training"]
 
@@ -97,6 +99,7 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
 
     Raises:
         FileExistsError: ``run_dir`` already holds a run and ``resume`` is false.
+        RecipeError: ``resume`` with a recipe other than the one the run started with.
     """
     validate_for_training(recipe)
     run_dir = Path(run_dir)
@@ -104,9 +107,14 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
     # Lightning's DDP launcher re-runs this command in each extra process (with LOCAL_RANK set): only the
     # launching process judges whether the directory is free.
     launcher = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
-    if launcher and not resume and (run_dir / "checkpoints").exists():
+    existed = (run_dir / "checkpoints").exists()
+    if launcher and not resume and existed:
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if launcher and existed:
+        check_resumed_recipe(run_dir, recipe)
+    elif launcher:
+        record_started_recipe(run_dir, recipe)
     done: list[str] = json.loads(state_path.read_text())["completed"] if resume and state_path.exists() else []
 
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)

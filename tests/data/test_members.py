@@ -84,6 +84,7 @@ def test_numpy_members_with_objects_are_unsafe_plain_ones_ignored() -> None:
     [
         ({"json": b"{oops"}, "bad_json", "s-1.json is not JSON"),
         ({"json": b"[]"}, "bad_json", "must hold an object"),
+        ({"json": b'{"messages": [{"role": "user", "content": "\\udcff"}]}'}, "bad_json", "lone surrogate"),
         ({"json": None}, "bad_json", "no s-1.json member"),
         ({"1.wav": None}, "placeholder_mismatch", "2 <audio> placeholder(s) for 1 audio item(s)"),
         ({"1.wav": None, "2.wav": audio_bytes()}, "placeholder_mismatch", "numbered [0, 2], not 0..1"),

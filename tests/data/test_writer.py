@@ -12,9 +12,11 @@ import soundfile as sf
 import webdataset as wds
 from media_samples import audio_bytes, good_graph, graph_bytes, image_bytes, png_header
 
+from mmadapter.cli import main
 from mmadapter.data.manifest import DEFAULT_PROMPTS
 from mmadapter.data.members import decode_sample
-from mmadapter.data.writer import add_arguments, run, write_shards
+from mmadapter.data.skips import BadSample
+from mmadapter.data.writer import add_arguments, prepare_sample, run, write_shards
 from mmadapter.limits import MediaLimits
 
 AUDIO_FORMATS = ["FLAC", "WAV", "OGG"] + (["MP3"] if "MP3" in sf.available_formats() else [])
@@ -24,13 +26,13 @@ BAD_REASONS = {
     "corrupt_image": 1,
     "too_large_image": 1,
     "missing_file": 1,
-    "bad_json": 1,
+    "bad_json": 2,
     "placeholder_mismatch": 1,
 }
 
 
 class Corpus:
-    """A manifest of 20 good lines (audio, image, text-only, two audio items, a graph) and 7 bad ones."""
+    """A manifest of 20 good lines (audio, image, text-only, two audio items, a graph) and 8 bad ones."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -53,6 +55,9 @@ class Corpus:
         manifest = self.root / "train.jsonl"
         manifest.write_text("\n".join(self.lines) + "\n\n")
         return manifest
+
+
+OK_TURN = '{"role": "assistant", "content": "ok"}'
 
 
 def asr_turns(text: str) -> list[dict[str, str]]:
@@ -106,6 +111,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     for i, record in enumerate(bad):  # spread between the good lines
         c.lines.insert(3 * i + 1, json.dumps(record))
     c.lines.insert(10, '{"key": "broken", "task": "asr"')
+    # JSON parses the escape of a lone surrogate, but it is not Unicode: no shard member can hold it
+    c.lines.insert(14, '{"key": "lone", "messages": [{"role": "user", "content": "Hi \\udcff"}, ' + OK_TURN + "]}")
     return c
 
 
@@ -191,6 +198,26 @@ def test_cli_pair(corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[
         "skipped": {"bad_json": 1},
         "shards": [],
     }
+
+
+def test_a_media_error_names_the_manifest_line_and_the_file(tmp_path: Path) -> None:
+    (tmp_path / "noise.jpg").write_bytes(np.random.default_rng(0).bytes(300))
+    line = json.dumps({"key": "k", "image": "noise.jpg", "task": "caption", "response": "x"})
+    with pytest.raises(BadSample) as info:
+        prepare_sample(line, tmp_path, "m.jsonl:7")
+    assert (info.value.key, info.value.reason, info.value.source) == (
+        "k",
+        "corrupt_image",
+        f"m.jsonl:7, {tmp_path}/noise.jpg",
+    )
+    assert "BytesIO" not in str(info.value)  # the decoder's in-memory buffer is no name for a file
+
+
+def test_shard_cli_into_a_file_prints_one_error_line(corpus: Corpus, tmp_path: Path, capsys) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory")
+    assert main(["shard", str(corpus.write()), str(taken)]) == 2
+    assert capsys.readouterr().err == f"mmadapter shard: error: output {taken} is a file, not a directory\n"
 
 
 def test_a_bug_stops_the_run_without_leaving_a_partial_shard(

@@ -130,7 +130,8 @@ def test_cross_attention_never_crosses_samples_of_a_packed_row(mode: str) -> Non
     assert not torch.allclose(a[part[0]], b[part[0]], atol=1e-4)  # the changed sample changes
     for s in (1, 2, 3):
         assert torch.equal(a[part[s]], b[part[s]]), s
-    assert torch.isfinite(a).all() and torch.allclose(a[part[2]], frozen, atol=1e-6, rtol=0)
+    # the text-only sample equals the frozen LLM, packed differently: float32 rounding only
+    assert torch.isfinite(a).all() and torch.allclose(a[part[2]], frozen, atol=1e-5, rtol=1e-5)
 
 
 def test_cross_attention_gradients_are_finite_with_a_text_only_sample() -> None:

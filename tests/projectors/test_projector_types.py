@@ -95,7 +95,7 @@ def test_qformer_windows_are_independent_and_counted_exactly() -> None:
     assert tokens.shape == (4, 12, OUT_DIM)
     # item 3: windows [0, 4), [4, 8), [8, 12), [12, 13); each equals that window run as an item of its own
     for j, (start, stop) in enumerate([(0, 4), (4, 8), (8, 12), (12, 13)]):
-        torch.testing.assert_close(tokens[3, 3 * j : 3 * j + 3], run_one(p, x[3, start:stop]), rtol=0, atol=1e-6)
+        torch.testing.assert_close(tokens[3, 3 * j : 3 * j + 3], run_one(p, x[3, start:stop]), rtol=1e-5, atol=1e-5)
     assert torch.all(tokens[0, 3:] == 0) and torch.all(tokens[2, 6:] == 0)
 
 

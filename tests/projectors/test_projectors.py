@@ -12,6 +12,9 @@ from mmadapter.projectors import PROJECTORS, Projector
 
 IN_DIM, OUT_DIM = 12, 16
 LENGTHS = [1, 2, 7, 13, 50]
+# The same values computed in a batch of another shape: the CPU kernels may sum in another order (it differs
+# between machines), so allow float32 rounding; a leak across items or padding is orders of magnitude larger.
+OTHER_SHAPE: dict[str, float] = {"rtol": 1e-5, "atol": 1e-5}
 
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("stack", {"k": 3, "activation": "gelu"}),
@@ -70,7 +73,7 @@ def test_extra_padding_is_trimmed(projector: Projector) -> None:
     x, lengths = batch(LENGTHS)
     tokens, _ = projector(x, lengths)
     wider, _ = projector(torch.cat([x, torch.randn(len(LENGTHS), 9, IN_DIM)], 1), lengths)
-    torch.testing.assert_close(wider, tokens, rtol=0, atol=1e-6)
+    torch.testing.assert_close(wider, tokens, **OTHER_SHAPE)
 
 
 def test_backward_reaches_every_parameter(projector: Projector) -> None:
@@ -96,7 +99,7 @@ def test_items_alone_equal_items_batched(projector: Projector) -> None:
             m = projector.output_length(n)
             assert alone.shape == (1, m, OUT_DIM)
             assert alone_lengths.tolist() == [m]
-            torch.testing.assert_close(tokens[i, :m], alone[0], rtol=0, atol=1e-6)
+            torch.testing.assert_close(tokens[i, :m], alone[0], **OTHER_SHAPE)
 
 
 @pytest.mark.parametrize("garbage", ["random", "nan_inf"])

@@ -101,6 +101,37 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
         train(tiny_recipe(f'data.train=[{{"shards": "{SHARDS}"}}]'), tmp_path)
 
 
+def test_the_cli_refuses_a_second_run_in_place_and_a_resume_with_another_recipe(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(ROOT)
+    run = tmp_path / "run"
+    started = ["train", str(TINY_RECIPE), "train.max_steps=2"]
+    assert main([*started, "--run", str(run)]) == 0
+    saved = (run / "recipe.yaml").read_text()
+    assert (run / "checkpoints" / "recipe.yaml").read_text() == saved
+    capsys.readouterr()
+    assert main([*started, "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mmadapter train: error: {run} already holds a run: pass --resume")
+    assert "Traceback" not in err
+
+    assert main([*started, "train.lr=0.5", "train.stages.0.max_steps=20", "--run", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr: 0.003 when the run started, now 0.5" in err
+    assert "train.stages.0.max_steps: None when the run started, now 20" in err
+    assert "start a new --run whose stage sets init_from" in err and "Traceback" not in err
+    assert (run / "recipe.yaml").read_text() == saved  # the refused resume rewrote nothing
+    assert main([*started, "--run", str(run), "--resume"]) == 0  # the same recipe resumes (here: nothing left)
+
+
+def test_stage_names_are_plain_directory_names() -> None:
+    for name in ("../escaped", "a/b", ".", ""):
+        with pytest.raises(RecipeError, match=r"train\.stages\.0\.name: .* a directory name"):
+            tiny_recipe(f'train.stages=[{{"name": "{name}", "trainable": ["projectors"]}}]')
+    assert tiny_recipe('train.stages=[{"name": "stage-1.b_2", "trainable": ["projectors"]}]')
+
+
 def test_checkpoint_killed_while_writing_leaves_the_previous_one(tmp_path: Path, monkeypatch) -> None:
     io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
