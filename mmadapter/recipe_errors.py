@@ -18,7 +18,7 @@ class RecipeError(ValueError):
     """A recipe has one or more problems; ``problems`` holds ``(dotted path, message)`` pairs."""
 
     def __init__(self, problems: list[tuple[str, str]], source: str | None = None, hint: str | None = None) -> None:
-        self.problems = problems
+        self.problems, self.source, self.hint = problems, source, hint
         where = f" in {source}" if source else ""
         lines = "\n".join(f"  {path}: {msg}" for path, msg in problems)
         super().__init__(f"{len(problems)} problem(s){where}:\n{lines}" + (f"\n{hint}" if hint else ""))

@@ -86,11 +86,19 @@ def expand_shards(spec: str | Sequence[str], base: Path | None = None) -> list[s
             if not path.is_absolute() and base is not None:
                 path = base / path
             if not path.is_file():
-                raise FileNotFoundError(f"shard not found: {path} (from data spec {s!r})")
+                raise FileNotFoundError(f"shard not found: {path} (from data spec {s!r}){_directory_hint(path)}")
             urls.append(str(path))
     if not urls:
         raise ValueError(f"no shards in {spec!r}")
     return urls
+
+
+def _directory_hint(path: Path) -> str:
+    if not path.is_dir():
+        return ""
+    tars = sorted(p.name for p in path.glob("*.tar"))
+    held = f" holding {len(tars)} .tar file(s) ({tars[0]}, ...)" if tars else ""
+    return f"; it is a directory{held}: name the shards, e.g. {path}/shard-{{000000..000009}}.tar"
 
 
 def shard_order(urls: Sequence[str], pos: StreamPosition) -> list[str]:

@@ -122,10 +122,12 @@ class TaskMetric(L.Callback):
 
 
 class BestArtefact(L.Callback):
-    """Keeps the artefact with the best validation ``metric`` in ``directory`` (rank 0)."""
+    """Keeps the artefact with the best validation ``metric`` in ``directory`` (rank 0), its provenance
+    ``provenance`` (the stage and its shards) plus ``best``: the score and the step."""
 
-    def __init__(self, directory: Path, metric: str, mode: str) -> None:
+    def __init__(self, directory: Path, metric: str, mode: str, provenance: dict[str, Any] | None = None) -> None:
         self.directory = directory
+        self.provenance = provenance or {}
         self.metric = metric
         self.sign = 1.0 if mode == "min" else -1.0
         self.best = math.inf
@@ -136,7 +138,8 @@ class BestArtefact(L.Callback):
             return
         if self.sign * value < self.best:
             self.best = self.sign * value
-            save_artefact(pl_module.model, self.directory, {"best": {self.metric: value, "step": trainer.global_step}})
+            best = {"best": {self.metric: value, "step": trainer.global_step}}
+            save_artefact(pl_module.model, self.directory, self.provenance | best)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}

@@ -61,7 +61,9 @@ class StageModule(L.LightningModule):
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self._bad_loss = ""  # why this optimizer step's loss is not finite, until the step
-        self.tokens = 0
+        self.tokens = 0  # this stage's, checkpoint included
+        self.samples = 0
+        self.resumed_tokens = 0  # of self.tokens, those trained before a resume
         self._step_tokens = 0
         self._clock = time.perf_counter()
         self._val = torch.zeros(2, dtype=torch.float64)
@@ -82,6 +84,7 @@ class StageModule(L.LightningModule):
         loss = out.loss  # already holds the weighted auxiliary losses (e.g. MoLoRA load balancing)
         tokens = batch.num_tokens()
         self.tokens += tokens
+        self.samples += len(batch.keys)
         self._step_tokens += tokens
         self.log("loss", loss.detach(), prog_bar=True, batch_size=1)  # metrics.jsonl leaves a non-finite one out
         for name, value in out.aux.items():
@@ -181,6 +184,7 @@ class StageModule(L.LightningModule):
             "stage": self.stage.name,
             "consumed_batches": self.global_step * self.trainer.accumulate_grad_batches,
             "tokens": self.tokens,
+            "samples": self.samples,
             "skips": self.skips.as_dict(),
             "nonfinite_total": self.nonfinite_total,
             "rng": gather_rng_states(),  # every rank's, in rank order (this hook runs on every rank)
@@ -190,7 +194,8 @@ class StageModule(L.LightningModule):
         state = checkpoint.get("mmadapter", {})
         if state.get("stage", self.stage.name) != self.stage.name:
             raise ValueError(f"checkpoint is of stage {state['stage']!r}, not {self.stage.name!r}")
-        self.tokens = int(state.get("tokens", 0))
+        self.tokens = self.resumed_tokens = int(state.get("tokens", 0))
+        self.samples = int(state.get("samples", 0))
         self.skips = SkipCounter.from_dict(state.get("skips", {}))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         if "rng" in state:

@@ -59,9 +59,25 @@ def validate_for_training(recipe: Recipe, cuda: bool | None = None) -> None:
             problems.append((f"train.stages.{i}.init_from", f"{stage.init_from} is not an mmadapter artefact"))
     if not recipe.data.train and not any(s.data and s.data.get("train") for s in recipe.train.stages):
         problems.append(("data.train", "no training shards: add [{shards: ..., weight: ...}]"))
+    problems += _shard_problems(recipe)
     problems += _validation_problems(recipe.train, recipe.data)
     if problems:
         raise RecipeError(problems)
+
+
+def _shard_problems(recipe: Recipe) -> list[tuple[str, str]]:
+    """Local shards that do not exist, found before the model is built (remote URLs are not checked)."""
+    problems: dict[str, str] = {}
+    for j, stage in enumerate(recipe.train.stages):
+        data = stage_data(recipe, stage)
+        for kind in ("train", "val"):
+            prefix = f"train.stages.{j}.data.{kind}" if stage.data and kind in stage.data else f"data.{kind}"
+            for i, shard_set in enumerate(getattr(data, kind)):
+                try:
+                    expand_shards(shard_set.shards)
+                except (FileNotFoundError, ValueError) as e:
+                    problems.setdefault(f"{prefix}.{i}.shards", str(e))
+    return list(problems.items())
 
 
 def _validation_problems(train: TrainConfig, data: DataConfig) -> list[tuple[str, str]]:
@@ -115,14 +131,15 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
         check_resumed_recipe(run_dir, recipe)
     elif launcher:
         record_started_recipe(run_dir, recipe)
-    done: list[str] = json.loads(state_path.read_text())["completed"] if resume and state_path.exists() else []
+    state = json.loads(state_path.read_text()) if resume and state_path.exists() else {}
+    done: list[str] = state.get("completed", [])
+    per_stage: dict[str, dict[str, Any]] = state.get("totals", {})  # steps, tokens, samples, skips, per stage
 
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)
     model = MultimodalLM.from_recipe(recipe)
     if recipe.train.activation_checkpointing:
         checkpoint_activations(model.llm)
-    started, totals = time.perf_counter(), {"steps": 0, "tokens": 0, "nonfinite": 0}
-    skips = SkipCounter()
+    started, new_tokens = time.perf_counter(), 0
     is_zero = True
     for index, stage in enumerate(recipe.train.stages):
         if stage.name in done:
@@ -132,17 +149,21 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
             load_trained_weights(model, stage.init_from)
         trainer, module = _fit_stage(model, recipe, stage, index, run_dir, resume)
         is_zero = trainer.is_global_zero
-        totals["steps"] += trainer.global_step
-        totals["tokens"] += module.tokens
-        totals["nonfinite"] += module.nonfinite_total
-        skips.merge(module.skips)
+        per_stage[stage.name] = {
+            "steps": trainer.global_step,
+            "tokens": module.tokens,
+            "samples": module.samples,
+            "nonfinite": module.nonfinite_total,
+            "skips": module.skips.as_dict(),
+        }
+        new_tokens += module.tokens - module.resumed_tokens
         if is_zero:
             save_artefact(model, run_dir / "stages" / stage.name, _provenance(recipe, stage, trainer))
             done.append(stage.name)
-            atomic_write(state_path, json.dumps({"completed": done}).encode())
+            atomic_write(state_path, json.dumps({"completed": done, "totals": per_stage}).encode())
     if is_zero:
         save_artefact(model, run_dir, _provenance(recipe, None, None))
-        _print_summary(run_dir, time.perf_counter() - started, totals, skips)
+        _print_summary(run_dir, time.perf_counter() - started, per_stage, new_tokens)
     return run_dir
 
 
@@ -164,7 +185,8 @@ def _fit_stage(
     if data.val and cfg.val_every and cfg.val_metric:
         callbacks.append(TaskMetric(data.val, cfg.val_metric, data.limits))
     if data.val and cfg.val_every:
-        callbacks.append(BestArtefact(run_dir / "best", cfg.best_metric, cfg.best_mode))
+        best = BestArtefact(run_dir / "best", cfg.best_metric, cfg.best_mode, _provenance(recipe, stage, None))
+        callbacks.append(best)
         if cfg.early_stopping_patience:
             callbacks.append(
                 L.pytorch.callbacks.EarlyStopping(
@@ -222,7 +244,8 @@ def _precision(name: str) -> str:
 
 def _provenance(recipe: Recipe, stage: StageConfig | None, trainer: L.Trainer | None) -> dict[str, Any]:
     """The shards that trained and validated ``stage`` (every stage's, with its own data overrides, for the
-    run's artefact), each with the stages that read it, its size and a checksum."""
+    run's artefact), each with the stages that read it, its size and a checksum; the stage's name, and its
+    steps once ``trainer`` has trained it."""
     shards: dict[str, dict[str, Any]] = {}
     for st in [stage] if stage is not None else recipe.train.stages:
         data = stage_data(recipe, st)
@@ -236,8 +259,10 @@ def _provenance(recipe: Recipe, stage: StageConfig | None, trainer: L.Trainer | 
                 if st.name not in shards[url]["stages"]:
                     shards[url]["stages"].append(st.name)
     info: dict[str, Any] = {"shards": list(shards.values())}
+    if stage is not None:
+        info["stage"] = stage.name
     if stage is not None and trainer is not None:
-        info |= {"stage": stage.name, "steps": trainer.global_step}
+        info["steps"] = trainer.global_step
     return info
 
 
@@ -251,12 +276,20 @@ def _head_tail_hash(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _print_summary(run_dir: Path, seconds: float, totals: dict[str, int], skips: SkipCounter) -> None:
-    nonfinite = f" ({totals['nonfinite']} skipped: loss or gradient not finite)" if totals["nonfinite"] else ""
+def _print_summary(run_dir: Path, seconds: float, per_stage: dict[str, dict[str, Any]], new_tokens: int) -> None:
+    """The run's totals over every stage, this invocation's and those before a resume; the speed is this
+    invocation's alone."""
+    total = {k: sum(t.get(k, 0) for t in per_stage.values()) for k in ("steps", "tokens", "samples", "nonfinite")}
+    skips = SkipCounter()
+    for t in per_stage.values():
+        skips.merge(SkipCounter.from_dict(t.get("skips", {})))
+    nonfinite = f" ({total['nonfinite']} skipped: loss or gradient not finite)" if total["nonfinite"] else ""
+    before = total["tokens"] - new_tokens
+    resumed = f" ({before:,} of them before the resume; {new_tokens:,} in this invocation)" if before else ""
     print(
-        f"trained {totals['steps']} steps{nonfinite} in {seconds:.0f} s, {totals['tokens']:,} tokens "
-        f"({totals['tokens'] / max(seconds, 1e-9):,.0f} tokens/s)\n"
-        f"data: {skips.summary()}\n"
+        f"trained {total['steps']} steps{nonfinite} on {total['samples']:,} samples, {total['tokens']:,} tokens"
+        f"{resumed} in {seconds:.0f} s ({new_tokens / max(seconds, 1e-9):,.0f} tokens/s)\n"
+        f"data read: {skips.summary()}\n"
         f"artefact: {run_dir}"
     )
 
@@ -270,5 +303,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
-    train(recipe, args.run or Path("runs") / Path(args.recipe).stem, resume=args.resume)
+    try:
+        train(recipe, args.run or Path("runs") / Path(args.recipe).stem, resume=args.resume)
+    except RecipeError as e:
+        if e.source is not None:
+            raise
+        raise RecipeError(e.problems, args.recipe, e.hint) from e  # found past loading: name the recipe too
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,7 +157,7 @@ def cli(run: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    subprocess.run(cli(tmp_path / "straight"), cwd=ROOT, env=env, check=True, capture_output=True)
+    straight = subprocess.run(cli(tmp_path / "straight"), cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     killed = subprocess.Popen(
         cli(tmp_path / "killed"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -170,7 +171,12 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> Non
     killed.wait()
     step = torch.load(ckpt, weights_only=True)["global_step"]
     assert 0 < step < 40 and not (tmp_path / "killed" / "adapter.safetensors").exists()
-    subprocess.run(cli(tmp_path / "killed", "--resume"), cwd=ROOT, env=env, check=True, capture_output=True)
+    resumed = subprocess.run(
+        cli(tmp_path / "killed", "--resume"), cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
+    # the summary counts the whole run, the part before the kill too, and says which part this invocation did
+    whole = re.search(r"trained 40 steps on [\d,]+ samples, [\d,]+ tokens", straight.stdout)
+    assert whole and whole.group(0) + " (" in resumed.stdout and "of them before the resume" in resumed.stdout
     a = load_file(tmp_path / "straight" / "adapter.safetensors")
     b = load_file(tmp_path / "killed" / "adapter.safetensors")
     assert a.keys() == b.keys()
@@ -243,8 +249,10 @@ def test_validation_logs_loss_and_task_metric_and_keeps_the_best(tmp_path: Path)
     rows = [r for r in metrics(tmp_path) if "val_loss" in r]
     assert [r["step"] for r in rows] == [3, 6]
     assert all(r["val_wer"] >= 0 for r in rows)
-    best = json.loads((tmp_path / "best" / "provenance.json").read_text())["best"]
-    assert best["val_wer"] == min(r["val_wer"] for r in rows)
+    provenance = json.loads((tmp_path / "best" / "provenance.json").read_text())
+    assert provenance["best"]["val_wer"] == min(r["val_wer"] for r in rows)
+    assert provenance["stage"] == "tiny" and {s["stages"][0] for s in provenance["shards"]} == {"tiny"}
+    assert len(provenance["shards"]) == 2 and all("sha256_head_tail" in s for s in provenance["shards"])
 
 
 @pytest.mark.gpu
@@ -318,3 +326,24 @@ def test_validation_settings_that_keep_the_wrong_best_are_errors_and_those_that_
     assert "train.early_stopping_patience does nothing" in text
     stage_val = 'train.stages.0.data={"val": [{"shards": "tests/assets/shards/shard-000000.tar"}]}'
     assert "train.best_metric" in problems_of("data.val=[]", "train.val_every=5", stage_val, "train.best_metric=x")
+
+
+def test_missing_shards_are_recipe_problems_found_before_the_model_is_built(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(ROOT)
+    found = problems_of(
+        'data.train=[{"shards": "tests/assets/shards"}]',
+        'train.stages=[{"name": "a", "trainable": ["projectors"], "data": {"val": [{"shards": "gone.tar"}]}}]',
+    )
+    assert "it is a directory holding 2 .tar file(s)" in found["data.train.0.shards"]
+    assert found["train.stages.0.data.val.0.shards"].startswith("shard not found: gone.tar")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(MultimodalLM, "from_recipe", never)
+    assert main(["train", str(TINY_RECIPE), 'data.train=[{"shards": "gone-{0..1}.tar"}]', "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    head = f"mmadapter train: error: 1 problem(s) in {TINY_RECIPE}:\n  data.train.0.shards: shard not found"
+    assert err.startswith(head)
