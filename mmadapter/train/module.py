@@ -15,7 +15,9 @@ from mmadapter.batch import MultimodalBatch
 from mmadapter.config import StageConfig, TrainConfig
 from mmadapter.data.skips import SkipCounter
 from mmadapter.model import MultimodalLM
+from mmadapter.train.counts import StageCounts
 from mmadapter.train.optim import build_optimizer, warmup_cosine
+from mmadapter.train.ranks import gather_from_ranks
 from mmadapter.train.rng import gather_rng_states, restore_rng_states
 
 __all__ = ["NonFiniteLoss", "StageModule"]
@@ -57,13 +59,11 @@ class StageModule(L.LightningModule):
         self.max_bad_fraction = max_bad_fraction
         self.keys_log = keys_log
         self.strict_loading = False  # checkpoints carry only the trainable weights
-        self.skips = SkipCounter()
+        self.counts = StageCounts()  # this rank's; ``totals`` holds every rank's sum once the stage is done
+        self.totals: StageCounts | None = None
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self._bad_loss = ""  # why this optimizer step's loss is not finite, until the step
-        self.tokens = 0  # this stage's, checkpoint included
-        self.samples = 0
-        self.resumed_tokens = 0  # of self.tokens, those trained before a resume
         self._step_tokens = 0
         self._clock = time.perf_counter()
         self._val = torch.zeros(2, dtype=torch.float64)
@@ -73,8 +73,8 @@ class StageModule(L.LightningModule):
 
     def training_step(self, batch: MultimodalBatch, batch_idx: int) -> torch.Tensor | None:
         if batch.skipped:
-            self.skips.merge(batch.skipped)
-            self.skips.check(self.max_bad_fraction)
+            self.counts.skips.merge(batch.skipped)
+            self.counts.skips.check(self.max_bad_fraction)
         if self.keys_log is not None:
             path = self.keys_log / f"rank{self.global_rank}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +83,8 @@ class StageModule(L.LightningModule):
         out = self.model(batch)
         loss = out.loss  # already holds the weighted auxiliary losses (e.g. MoLoRA load balancing)
         tokens = batch.num_tokens()
-        self.tokens += tokens
-        self.samples += len(batch.keys)
+        self.counts.tokens += tokens
+        self.counts.samples += len(batch.keys)
         self._step_tokens += tokens
         self.log("loss", loss.detach(), prog_bar=True, batch_size=1)  # metrics.jsonl leaves a non-finite one out
         for name, value in out.aux.items():
@@ -122,7 +122,7 @@ class StageModule(L.LightningModule):
         self._clock, self._step_tokens = now, 0
         self.log("tokens_per_s", rate, prog_bar=True, batch_size=1)
         self.log("lr", optimizer.param_groups[0]["lr"], batch_size=1)
-        self.log("skipped", float(self.skips.skipped), batch_size=1)
+        self.log("skipped", float(self.counts.skips.skipped), batch_size=1)
         self.log("nonfinite", float(self.nonfinite_total), batch_size=1)
 
     def _nonfinite(self, what: str) -> None:
@@ -183,9 +183,7 @@ class StageModule(L.LightningModule):
         checkpoint["mmadapter"] = {
             "stage": self.stage.name,
             "consumed_batches": self.global_step * self.trainer.accumulate_grad_batches,
-            "tokens": self.tokens,
-            "samples": self.samples,
-            "skips": self.skips.as_dict(),
+            "counts": gather_from_ranks(self.counts.as_dict()),  # every rank's, in rank order, as rng
             "nonfinite_total": self.nonfinite_total,
             "rng": gather_rng_states(),  # every rank's, in rank order (this hook runs on every rank)
         }
@@ -194,9 +192,11 @@ class StageModule(L.LightningModule):
         state = checkpoint.get("mmadapter", {})
         if state.get("stage", self.stage.name) != self.stage.name:
             raise ValueError(f"checkpoint is of stage {state['stage']!r}, not {self.stage.name!r}")
-        self.tokens = self.resumed_tokens = int(state.get("tokens", 0))
-        self.samples = int(state.get("samples", 0))
-        self.skips = SkipCounter.from_dict(state.get("skips", {}))
+        if "counts" in state:
+            self.counts = StageCounts.resumed(state["counts"], self.global_rank, self.trainer.world_size)
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         if "rng" in state:
             restore_rng_states(state["rng"], self.global_rank)
+
+    def on_train_end(self) -> None:
+        self.totals = self.counts.over_ranks()  # every rank runs this hook, as the gather needs

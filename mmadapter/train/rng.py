@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from mmadapter.train.ranks import gather_from_ranks
 
 __all__ = ["gather_rng_states", "restore_rng_states", "rng_states"]
 
@@ -37,11 +38,7 @@ def rng_states() -> dict[str, Any]:
 
 def gather_rng_states() -> list[dict[str, Any]]:
     """Every rank's :func:`rng_states`, in rank order (a collective call under torch.distributed)."""
-    mine = rng_states()
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [mine]
-    everyone: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, mine)
+    everyone = gather_from_ranks(rng_states())
     return [{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in s.items()} for s in everyone]
 
 

@@ -149,14 +149,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
             load_trained_weights(model, stage.init_from)
         trainer, module = _fit_stage(model, recipe, stage, index, run_dir, resume)
         is_zero = trainer.is_global_zero
-        per_stage[stage.name] = {
-            "steps": trainer.global_step,
-            "tokens": module.tokens,
-            "samples": module.samples,
-            "nonfinite": module.nonfinite_total,
-            "skips": module.skips.as_dict(),
-        }
-        new_tokens += module.tokens - module.resumed_tokens
+        counts = module.totals or module.counts  # summed over ranks by the end-of-training hook
+        per_stage[stage.name] = {"steps": trainer.global_step, "nonfinite": module.nonfinite_total} | counts.as_dict()
+        new_tokens += counts.tokens - counts.resumed_tokens
         if is_zero:
             save_artefact(model, run_dir / "stages" / stage.name, _provenance(recipe, stage, trainer))
             done.append(stage.name)

@@ -196,6 +196,8 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     batches = {r: [set(line.split()) for line in lines if line] for r, lines in seen.items()}
     assert batches[0] != batches[1]
     assert any(not any(k.startswith("colour") for k in b) for b in batches[0] + batches[1])
+    keys_trained = sum(len(line.split()) for lines in seen.values() for line in lines)
+    assert f"trained 6 steps on {keys_trained} samples," in done.stdout  # both ranks' samples, not rank 0's
 
 
 def test_test_variant_recipe_helper_covers_every_recipe() -> None:
