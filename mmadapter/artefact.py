@@ -37,6 +37,7 @@ __all__ = [
     "atomic_write",
     "load_artefact",
     "load_trained_weights",
+    "rename_target",
     "save_artefact",
 ]
 
@@ -76,7 +77,7 @@ def load_artefact(directory: str | Path, overrides: Sequence[str] = ()) -> Multi
 
     Raises:
         FileNotFoundError: ``directory`` lacks ``recipe.yaml`` or ``adapter.safetensors``.
-        ValueError: the weight files do not match the model the recipe builds.
+        ValueError: a weight file is unreadable or does not match the model the recipe builds.
     """
     from transformers import AutoTokenizer
 
@@ -122,24 +123,50 @@ def _load_weights(model: MultimodalLM, src: Path, keep: Collection[str] = ()) ->
 
 
 def _load_into(model: MultimodalLM, path: Path, skip: Collection[str] = ()) -> set[str]:
-    tensors = load_file(path)
-    unexpected = set(tensors) - set(model.state_dict())
+    try:
+        tensors = load_file(path)
+    except Exception as e:  # safetensors raises its own error type for a cut, empty or foreign file
+        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from e
+    state = model.state_dict()
+    unexpected = set(tensors) - set(state)
     if unexpected:
         raise ValueError(f"{path}: {len(unexpected)} tensor(s) the model does not have, e.g. {min(unexpected)}")
+    misfits = sorted(n for n, t in tensors.items() if t.shape != state[n].shape)
+    if misfits:
+        n = misfits[0]
+        raise ValueError(
+            f"{path}: {len(misfits)} tensor(s) of another shape than the model the recipe builds, e.g. {n} "
+            f"{list(tensors[n].shape)} in the file, {list(state[n].shape)} in the model (was the recipe changed?)"
+        )
     tensors = {n: t for n, t in tensors.items() if n not in skip}
     model.load_state_dict(tensors, strict=False)
     return set(tensors)
 
 
+def rename_target(path: Path) -> Path | None:
+    """Where a file written whole elsewhere is renamed to become ``path``: ``path`` itself, or the file a
+    symbolic link at ``path`` points to (the link stays); ``None`` for a device or pipe (``/dev/stdout``),
+    which must be written into rather than replaced."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        return None
+    return path.resolve() if path.is_symlink() else path
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename (straight
+    into a device or pipe; through to the target of a symbolic link)."""
+    target = rename_target(path)
+    if target is None:
+        with path.open("wb") as f:
+            f.write(data)
+        return
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

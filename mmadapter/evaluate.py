@@ -13,19 +13,21 @@ a table and reports::
 scores); ``unscored`` items answered without a reference. Every score is computed at corpus level within its
 group (:mod:`mmadapter.metrics`), so ``overall`` is not an average of the groups; it is ``null`` with no
 scored item. A group's ``metric`` is ``cer`` where WER was asked for but the language is scored by
-characters (zh, ja, th). Samples without ``lang`` are scored as ``--lang`` (default: none, Whisper's basic
-normaliser) and grouped under ``"unknown"``, as samples without ``task`` are.
+characters (zh, ja, th). Samples without ``lang`` are scored as and grouped under ``--lang``; without it,
+with Whisper's basic normaliser and under ``"unknown"``, as samples without ``task`` are grouped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmadapter.artefact import atomic_write
+from mmadapter.cli_checks import check_device, check_output
 from mmadapter.inference import (
     GenerationOptions,
     InferenceRunner,
@@ -269,6 +271,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``mmadapter eval``: print the table (and write the report); 0 when at least one item was scored."""
     predictions = args.predictions or (predictions_path(args.output) if args.output else None)
+    check_device(args.device)
+    check_output(args.output, "--output", args.input)
+    check_output(predictions, "--predictions", args.input)
+    if predictions is not None and args.output is not None and Path(predictions).resolve() == args.output.resolve():
+        raise ValueError(f"--predictions and --output are the same file ({args.output}): name two files")
     report = evaluate(
         args.checkpoint,
         args.input,
@@ -287,4 +294,8 @@ def run(args: argparse.Namespace) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(args.output, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
         print(f"report: {args.output}")
+    if not report["n"]:
+        tasks = f" of task {', '.join(args.task)}" if args.task else ""
+        found = f"{report['errors']} failed, {report['unscored']} without a reference"
+        print(f"mmadapter eval: error: no item{tasks} was scored in {' '.join(args.input)} ({found})", file=sys.stderr)
     return 0 if report["n"] else 1

@@ -8,7 +8,8 @@ items are retried one by one, so that only the item that raises again (or a batc
 run item by item) is reported as an error.
 
 Output file (JSONL, one line per item, in input order): ``{"key", "output"}`` plus ``"reference"``,
-``"lang"`` and ``"task"`` when the input has them, or ``{"key", "error"}``. Lines are written and flushed
+``"lang"`` and ``"task"`` when the input has them, or ``{"key", "error"}``; a folder item's line also names
+its ``"file"``. Lines are written and flushed
 one by one to ``OUT.partial`` (so progress can be followed and a crashed run leaves what it had), which is
 renamed onto ``OUT`` when every item is done: ``OUT`` itself is only ever complete.
 """
@@ -19,6 +20,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,9 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mmadapter.artefact import rename_target
+from mmadapter.cli_checks import check_device, check_output, check_text
 from mmadapter.data.skips import BadSample
 from mmadapter.inference_inputs import Request, file_request, open_requests
-from mmadapter.limits import add_limit_arguments, limits_from_args
+from mmadapter.limits import add_limit_arguments, limits_from_args, positive
 
 if TYPE_CHECKING:
     from mmadapter.batch import Sample
@@ -77,14 +81,14 @@ class GenerationOptions:
         problems = []
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be ≥ 1, not {self.max_new_tokens}")
-        if self.temperature < 0:
-            problems.append(f"temperature must be ≥ 0, not {self.temperature}")
+        if not 0 <= self.temperature < math.inf:
+            problems.append(f"temperature must be ≥ 0 and finite, not {self.temperature}")
         if not 0 < self.top_p <= 1:
             problems.append(f"top_p must be in (0, 1], not {self.top_p}")
         if self.num_beams < 1:
             problems.append(f"num_beams must be ≥ 1, not {self.num_beams}")
-        if self.repetition_penalty <= 0:
-            problems.append(f"repetition_penalty must be > 0, not {self.repetition_penalty}")
+        if not 0 < self.repetition_penalty < math.inf:
+            problems.append(f"repetition_penalty must be > 0 and finite, not {self.repetition_penalty}")
         if problems:
             raise ValueError("bad generation options: " + "; ".join(problems))
 
@@ -111,22 +115,25 @@ class Prediction:
     reference: str | None = None
     lang: str | None = None
     task: str | None = None
+    file: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_json(self) -> dict[str, Any]:
-        """The output line: ``{"key", "output"[, "reference", "lang", "task"]}`` or ``{"key", "error"}``."""
+        """The output line: ``{"key", "output"[, "reference", "lang", "task"]}`` or ``{"key", "error"}``, each
+        with ``"file"`` for a folder item."""
+        where = {"file": self.file} if self.file is not None else {}
         if self.error is not None:
-            return {"key": self.key, "error": self.error}
+            return {"key": self.key, "error": self.error} | where
         line: dict[str, Any] = {"key": self.key, "output": self.output}
         extra = {"reference": self.reference, "lang": self.lang, "task": self.task}
-        return line | {name: value for name, value in extra.items() if value is not None}
+        return line | {name: value for name, value in extra.items() if value is not None} | where
 
     @classmethod
     def of(cls, request: Request, output: str | None = None, error: str | None = None) -> Prediction:
-        return cls(request.key, output, error, request.reference, request.lang, request.task)
+        return cls(request.key, output, error, request.reference, request.lang, request.task, request.file)
 
 
 def _describe(exc: BaseException) -> str:
@@ -243,22 +250,26 @@ def infer_items(
 
 
 def write_predictions(predictions: Iterable[Prediction], path: Path | str) -> dict[str, int]:
-    """Write prediction lines to ``path`` (line-flushed into ``PATH.partial``, renamed when complete).
+    """Write prediction lines to ``path`` (line-flushed into ``PATH.partial``, renamed when complete; a
+    device or pipe such as ``/dev/stdout`` is written straight, a symbolic link through to its target).
 
     Returns:
         ``{"written": lines, "errors": error lines}``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    target = rename_target(path)
+    partial = path if target is None else target.with_name(target.name + ".partial")
     counts = {"written": 0, "errors": 0}
-    with partial.open("w", encoding="utf-8") as f:
+    # A file name that is not UTF-8 (a lone surrogate in an error message) is written as its JSON escape.
+    with partial.open("w", encoding="utf-8", errors="backslashreplace") as f:
         for prediction in predictions:
             f.write(json.dumps(prediction.to_json(), ensure_ascii=False) + "\n")
             f.flush()
             counts["written"] += 1
             counts["errors"] += not prediction.ok
-    os.replace(partial, path)
+    if target is not None:
+        os.replace(partial, target)
     return counts
 
 
@@ -277,7 +288,7 @@ def load_model(checkpoint: Path | str, device: str | None = None) -> MultimodalL
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by ``mmadapter infer`` and ``mmadapter eval``: batching, device and decoding."""
     defaults = GenerationOptions()
-    parser.add_argument("--batch-size", type=int, default=8, help="items generated together (default: 8)")
+    parser.add_argument("--batch-size", type=positive(int), default=8, help="items generated together (default: 8)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     g = parser.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="tokens per answer at most")
@@ -333,6 +344,9 @@ def run(args: argparse.Namespace) -> int:
     if args.input is None and args.output is not None:
         raise ValueError("--output needs --input (batch mode)")
     options, limits = generation_options(args), limits_from_args(args)
+    check_device(args.device)
+    check_text(args.prompt, "--prompt")
+    check_output(args.output, "--output", args.input or ())
     if args.input is None:
         if not media and args.prompt is None:
             raise ValueError("give --audio/--image/--graph and/or --prompt, or --input and --output")
@@ -351,4 +365,6 @@ def run(args: argparse.Namespace) -> int:
     counts = write_predictions(InferenceRunner(model, args.batch_size, options).predict(requests), args.output)
     answered = counts["written"] - counts["errors"]
     print(f"wrote {counts['written']} line(s) to {args.output}: {answered} answered, {counts['errors']} error(s)")
+    if not counts["written"]:
+        print(f"mmadapter infer: error: no items in {' '.join(args.input)}", file=sys.stderr)
     return 0 if answered else 1

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import webdataset as wds
 from mmadapter.config import MODALITIES
 from mmadapter.data.manifest import (
     DEFAULT_PROMPTS,
-    MODALITY_PLACEHOLDERS,
+    MEDIA_EXTENSIONS,
     check_placeholders,
     iter_manifest_lines,
     media_extension,
@@ -41,6 +40,7 @@ from mmadapter.data.manifest import (
 from mmadapter.data.members import decode_item, decode_sample
 from mmadapter.data.pipeline import expand_shards, truncated_tail
 from mmadapter.data.skips import BadSample, as_bad_sample
+from mmadapter.inference_request import MODALITY_TASKS, Request, build_prompt, expand_default, split_reference
 from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
 __all__ = [
@@ -56,85 +56,7 @@ __all__ = [
     "split_reference",
 ]
 
-# The task whose default prompt an item of each modality gets when no prompt is given.
-MODALITY_TASKS: dict[str, str] = {"audio": "asr", "image": "caption", "graph": "graph_caption"}
 _UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-@dataclass
-class Request:
-    """One item to answer, or the reason it cannot be.
-
-    Attributes:
-        key: The item key (``None`` only for a failure that has none, e.g. an unparsable manifest line).
-        messages: The prompt turns (the reference turn removed).
-        items: Per modality, decoded items in placeholder order: ``(t,)`` float32 16 kHz waveforms, RGB PIL
-            images, graph array mappings.
-        reference: The expected answer, when the input has one.
-        lang: The sample's ``lang``, when known.
-        task: The sample's ``task``, when known.
-        error: Why the item cannot be answered; when set, only ``key``, ``lang`` and ``task`` may be filled.
-        source: Where the items came from, for errors found only once the model transforms them (a graph of
-            the wrong feature width): the media files, ``MANIFEST:LINE`` or the shard.
-    """
-
-    key: str | None
-    messages: list[dict[str, str]] = field(default_factory=list)
-    items: dict[str, list[Any]] = field(default_factory=dict)
-    reference: str | None = None
-    lang: str | None = None
-    task: str | None = None
-    error: str | None = None
-    source: str | None = None
-
-    @classmethod
-    def failed(
-        cls, key: str | None, error: BaseException | str, lang: str | None = None, task: str | None = None
-    ) -> Request:
-        """A request that only reports ``error`` (a :class:`BadSample` reads ``sample 'k' (where): reason: …``)."""
-        if isinstance(error, BaseException) and not isinstance(error, BadSample):
-            error = f"{type(error).__name__}: {error}"
-        return cls(key=key, lang=lang, task=task, error=str(error))
-
-
-def build_prompt(prompt: str | None, counts: Mapping[str, int]) -> str:
-    """The user prompt for items counted per modality (see the module docstring for the rules).
-
-    Raises:
-        ValueError: neither a prompt nor any item.
-    """
-    present = [m for m in MODALITIES if counts.get(m, 0) > 0]
-    if prompt is None:
-        if not present:
-            raise ValueError("nothing to answer: give a prompt or at least one audio, image or graph item")
-        return " ".join(_expand_default(DEFAULT_PROMPTS[MODALITY_TASKS[m]], counts) for m in present)
-    missing = [
-        MODALITY_PLACEHOLDERS[m] for m in present if MODALITY_PLACEHOLDERS[m] not in prompt for _ in range(counts[m])
-    ]
-    return f"{' '.join(missing)}\n{prompt}" if missing else prompt
-
-
-def _expand_default(prompt: str, counts: Mapping[str, int]) -> str:
-    """A default prompt with its one placeholder of a modality repeated once per item of that modality."""
-    for modality, holder in MODALITY_PLACEHOLDERS.items():
-        if prompt.count(holder) == 1 and counts.get(modality, 0) > 1:
-            prompt = prompt.replace(holder, " ".join([holder] * counts[modality]))
-    return prompt
-
-
-def split_reference(
-    messages: Sequence[Mapping[str, str]], key: str | None = None, source: str | None = None
-) -> tuple[list[dict[str, str]], str | None]:
-    """``(prompt turns, reference)``: a final assistant turn is the reference (``None`` without one).
-
-    Raises:
-        BadSample: ``bad_json`` when no user turn is left to answer.
-    """
-    turns = [dict(m) for m in messages]
-    reference = turns.pop()["content"] if turns and turns[-1]["role"] == "assistant" else None
-    if not any(t["role"] == "user" for t in turns):
-        raise BadSample("bad_json", key, "no user turn before the answer: nothing to prompt with", source)
-    return turns, reference
 
 
 def _read(path: Path, modality: str, key: str) -> bytes:
@@ -199,16 +121,29 @@ def folder_requests(
     """One request per audio, image or graph file directly in ``folder``, sorted by file name.
 
     Keys are file stems with characters other than letters, digits, ``_`` and ``-`` replaced by ``_``
-    (``-2``, ``-3``, … appended on collisions, e.g. ``a.flac`` and ``a.png``). Other files are ignored.
+    (``-2``, ``-3``, … appended on collisions, e.g. ``a.flac`` and ``a.png``); each request's ``source`` is
+    its file. Other files are ignored.
+
+    Raises:
+        ValueError: the folder holds no media file.
     """
     files = sorted((p for p in Path(folder).iterdir() if p.is_file() and _media_kind(p)), key=lambda p: p.name)
+    if not files:
+        known = ", ".join("." + ext for m in MODALITIES for ext in MEDIA_EXTENSIONS[m])
+        raise ValueError(f"folder {folder} holds no audio, image or graph file ({known})")
+    return _folder_requests(files, prompt, limits)
+
+
+def _folder_requests(files: list[Path], prompt: str | None, limits: MediaLimits) -> Iterator[Request]:
     seen: set[str] = set()
     for path in files:
         kind = _media_kind(path)
         assert kind is not None
         modality, ext = kind
         key = _unique_key(path.name[: -len(ext) - 1], seen)
-        yield file_request(key, {modality: [path]}, prompt, limits)
+        request = file_request(key, {modality: [path]}, prompt, limits)
+        request.file = str(path)
+        yield request
 
 
 def _with_prompt(line: bytes, prompt: str | None) -> bytes:
@@ -223,7 +158,7 @@ def _with_prompt(line: bytes, prompt: str | None) -> bytes:
     counts = {m: len(v) if isinstance(v, list) else int(bool(v)) for m in MODALITIES if (v := record.get(m))}
     task = record.get("task")
     default = DEFAULT_PROMPTS.get(task) if isinstance(task, str) else None
-    own = record.get("prompt", None if default is None else _expand_default(default, counts))
+    own = record.get("prompt", None if default is None else expand_default(default, counts))
     if own is not None and not isinstance(own, str):
         return line
     try:
@@ -345,13 +280,28 @@ def open_requests(
     if len(specs) == 1 and Path(specs[0]).is_dir():
         return folder_requests(specs[0], prompt, limits)
     if len(specs) == 1 and specs[0].endswith(".jsonl"):
-        return manifest_requests(specs[0], prompt, limits)
+        return _unique_keys(manifest_requests(specs[0], prompt, limits))
     if specs and all(s.endswith(".tar") or "{" in s for s in specs):
-        return shard_requests(specs, limits)
+        return _unique_keys(shard_requests(specs, limits))
     raise ValueError(
         f"input {' '.join(specs)!r} is not a folder, a .jsonl manifest, or webdataset shards "
         "(.tar paths or a brace pattern such as shards/shard-{000000..000009}.tar)"
     )
+
+
+def _unique_keys(requests: Iterable[Request]) -> Iterator[Request]:
+    """Requests with a key seen before fail as ``bad_json`` (as ``mmadapter shard`` refuses them): their
+    answers could not be told apart, and an evaluation would score the sample twice."""
+    first: dict[str, str] = {}
+    for request in requests:
+        if request.key is not None and request.key in first:
+            where = request.source or "a later item"
+            bad = BadSample("bad_json", request.key, f"duplicate key, first at {first[request.key]}", where)
+            yield Request.failed(request.key, bad, request.lang, request.task)
+            continue
+        if request.key is not None:
+            first[request.key] = request.source or "an earlier item"
+        yield request
 
 
 def first_requests(requests: Iterable[Request], n: int | None) -> Iterator[Request]:

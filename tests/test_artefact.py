@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,22 @@ def test_missing_adapter_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "recipe.yaml").write_text(tiny_recipe().to_yaml())
     with pytest.raises(FileNotFoundError, match=r"adapter\.safetensors is missing"):
         MultimodalLM.load(tmp_path)
+
+
+def test_a_cut_weight_file_or_a_changed_recipe_is_a_clear_error(trained, tmp_path: Path) -> None:
+    _, out = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    adapter = copy / "adapter.safetensors"
+    whole = adapter.read_bytes()
+    adapter.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=rf"{adapter} is not a readable safetensors file"):
+        MultimodalLM.load(copy)
+    adapter.write_bytes(whole)
+    recipe = copy / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("k: 2", "k: 3", 1))  # the audio projector stacks 3 frames now
+    with pytest.raises(ValueError, match=r"another shape than the model the recipe builds, e\.g\. projectors\.audio"):
+        MultimodalLM.load(copy)
 
 
 def by_path(tmp_path: Path) -> Recipe:
