@@ -9,9 +9,9 @@ run item by item) is reported as an error.
 
 Output file (JSONL, one line per item, in input order): ``{"key", "output"}`` plus ``"reference"``,
 ``"lang"`` and ``"task"`` when the input has them, or ``{"key", "error"}``; a folder item's line also names
-its ``"file"``. Lines are written and flushed
-one by one to ``OUT.partial`` (so progress can be followed and a crashed run leaves what it had), which is
-renamed onto ``OUT`` when every item is done: ``OUT`` itself is only ever complete.
+its ``"file"``. Lines are written and flushed one by one to ``OUT.partial`` (so progress can be followed
+and a crashed run leaves what it had), which is renamed onto ``OUT`` when every item is done: ``OUT``
+itself is only ever complete (a pipe or device such as ``/dev/stdout`` is written straight).
 """
 
 from __future__ import annotations
