@@ -131,6 +131,7 @@ def _load_into(model: MultimodalLM, path: Path, skip: Collection[str] = ()) -> s
     unexpected = set(tensors) - set(state)
     if unexpected:
         raise ValueError(f"{path}: {len(unexpected)} tensor(s) the model does not have, e.g. {min(unexpected)}")
+    tensors = {n: t for n, t in tensors.items() if n not in skip}
     misfits = sorted(n for n, t in tensors.items() if t.shape != state[n].shape)
     if misfits:
         n = misfits[0]
@@ -138,7 +139,6 @@ def _load_into(model: MultimodalLM, path: Path, skip: Collection[str] = ()) -> s
             f"{path}: {len(misfits)} tensor(s) of another shape than the model the recipe builds, e.g. {n} "
             f"{list(tensors[n].shape)} in the file, {list(state[n].shape)} in the model (was the recipe changed?)"
         )
-    tensors = {n: t for n, t in tensors.items() if n not in skip}
     model.load_state_dict(tensors, strict=False)
     return set(tensors)
 
@@ -148,6 +148,8 @@ def rename_target(path: Path) -> Path | None:
     symbolic link at ``path`` points to (the link stays); ``None`` for a device or pipe (``/dev/stdout``),
     which must be written into rather than replaced."""
     if path.exists() and not path.is_file() and not path.is_dir():
+        return None
+    if str(path.absolute()).startswith(("/dev/", "/proc/")):  # /dev/stdout redirected to a file: append to it
         return None
     return path.resolve() if path.is_symlink() else path
 
@@ -160,6 +162,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         with path.open("wb") as f:
             f.write(data)
         return
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(fd, "wb") as f:

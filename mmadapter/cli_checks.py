@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from mmadapter.artefact import rename_target
+
 __all__ = ["check_device", "check_output", "check_text"]
 
 
@@ -55,6 +57,7 @@ def check_output(path: Path | None, what: str, inputs: Sequence[str | Path] = ()
     """
     if path is None:
         return
+    path = rename_target(path) or path  # a symbolic link is written through: check where it points
     if path.is_dir():
         raise ValueError(f"{what} {path} is a directory; name a file in it, e.g. {path / 'out.jsonl'}")
     for parent in path.parents:

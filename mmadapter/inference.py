@@ -259,6 +259,8 @@ def write_predictions(predictions: Iterable[Prediction], path: Path | str) -> di
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     target = rename_target(path)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
     partial = path if target is None else target.with_name(target.name + ".partial")
     counts = {"written": 0, "errors": 0}
     # A file name that is not UTF-8 (a lone surrogate in an error message) is written as its JSON escape.
@@ -364,7 +366,9 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, args.device)
     counts = write_predictions(InferenceRunner(model, args.batch_size, options).predict(requests), args.output)
     answered = counts["written"] - counts["errors"]
-    print(f"wrote {counts['written']} line(s) to {args.output}: {answered} answered, {counts['errors']} error(s)")
+    summary = sys.stderr if rename_target(args.output) is None else sys.stdout  # keep a piped JSONL stream clean
+    done = f"wrote {counts['written']} line(s) to {args.output}: {answered} answered, {counts['errors']} error(s)"
+    print(done, file=summary)
     if not counts["written"]:
         print(f"mmadapter infer: error: no items in {' '.join(args.input)}", file=sys.stderr)
     return 0 if answered else 1

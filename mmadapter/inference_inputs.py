@@ -299,7 +299,7 @@ def _unique_keys(requests: Iterable[Request]) -> Iterator[Request]:
             bad = BadSample("bad_json", request.key, f"duplicate key, first at {first[request.key]}", where)
             yield Request.failed(request.key, bad, request.lang, request.task)
             continue
-        if request.key is not None:
+        if request.key is not None and request.error is None:  # a failed first item leaves the key free
             first[request.key] = request.source or "an earlier item"
         yield request
 

@@ -194,9 +194,13 @@ class StageModule(L.LightningModule):
             raise ValueError(f"checkpoint is of stage {state['stage']!r}, not {self.stage.name!r}")
         if "counts" in state:
             self.counts = StageCounts.resumed(state["counts"], self.global_rank, self.trainer.world_size)
+        elif "tokens" in state:  # written before counts were kept per rank: rank 0's, which rank 0 takes back
+            old = [{"tokens": state["tokens"], "samples": state.get("samples", 0), "skips": state.get("skips", {})}]
+            self.counts = StageCounts.resumed(old, self.global_rank, self.trainer.world_size)
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         if "rng" in state:
             restore_rng_states(state["rng"], self.global_rank)
 
-    def on_train_end(self) -> None:
-        self.totals = self.counts.over_ranks()  # every rank runs this hook, as the gather needs
+    def on_fit_end(self) -> None:
+        # every rank runs this hook, as the gather needs, also when a resumed stage had no step left to train
+        self.totals = self.counts.over_ranks()

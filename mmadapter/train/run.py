@@ -134,6 +134,9 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
     state = json.loads(state_path.read_text()) if resume and state_path.exists() else {}
     done: list[str] = state.get("completed", [])
     per_stage: dict[str, dict[str, Any]] = state.get("totals", {})  # steps, tokens, samples, skips, per stage
+    uncounted = [name for name in done if name not in per_stage]
+    if uncounted:
+        log.warning("stage(s) %s finished before their counts were recorded: the summary leaves them out", uncounted)
 
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)
     model = MultimodalLM.from_recipe(recipe)

@@ -14,6 +14,7 @@ import torch
 from conftest import ROOT, infer_cli, nudged_artefact
 
 from mmadapter import inference
+from mmadapter.artefact import rename_target
 from mmadapter.cli import main
 from mmadapter.cli_checks import check_device, check_output, check_text
 from mmadapter.inference import GenerationOptions, Prediction, write_predictions
@@ -49,6 +50,10 @@ def test_outputs_that_cannot_be_written_are_refused_up_front(tmp_path: Path) -> 
     manifest.write_text("{}\n")
     with pytest.raises(ValueError, match="is also an input"):
         check_output(manifest, "--output", [str(manifest)])
+    dangling = tmp_path / "link.jsonl"
+    dangling.symlink_to(tmp_path / "afile" / "deeper.jsonl")  # written through: its target's parent is a file
+    with pytest.raises(ValueError, match="afile is a file, not a directory"):
+        check_output(dangling, "--output")
 
 
 def test_non_finite_generation_options_are_refused() -> None:
@@ -68,20 +73,24 @@ def test_predictions_go_through_a_link_and_straight_into_a_pipe(tmp_path: Path) 
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got: list[str] = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
     reader.start()
     write_predictions(lines, fifo)
     reader.join(timeout=30)
     assert fifo.exists() and not fifo.is_file() and len(got[0].splitlines()) == 2  # still the pipe
+    # /dev/stdout may resolve to the file a shell redirected it to: written into, never replaced
+    assert rename_target(Path("/dev/stdout")) is None and rename_target(link) == target
 
 
 def test_duplicate_keys_fail_after_their_first_item(tmp_path: Path) -> None:
     shutil.copy(MEDIA / "red.png", tmp_path / "red.png")
     line = json.dumps({"key": "a", "image": "red.png", "response": "red"})
-    (tmp_path / "m.jsonl").write_text(f"{line}\n{line}\n")
-    first, second = open_requests(str(tmp_path / "m.jsonl"))
+    broken = json.dumps({"key": "a", "image": "gone.png", "response": "red"})
+    (tmp_path / "m.jsonl").write_text(f"{broken}\n{line}\n{line}\n")
+    failed, first, second = open_requests(str(tmp_path / "m.jsonl"))
+    assert "missing_file" in failed.error  # a failed item does not take its key from a later good one
     assert first.error is None and first.reference == "red"
-    assert second.key == "a" and "bad_json: duplicate key, first at" in second.error and "m.jsonl:1" in second.error
+    assert second.key == "a" and "bad_json: duplicate key, first at" in second.error and "m.jsonl:2" in second.error
 
 
 def test_a_folder_without_media_is_an_error(tmp_path: Path) -> None:

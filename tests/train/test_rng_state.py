@@ -23,9 +23,7 @@ def draws() -> tuple[float, float, float]:
 def test_rng_states_survive_a_weights_only_checkpoint(tmp_path: Path) -> None:
     recipe = tiny_recipe()
     module = StageModule(MultimodalLM.from_recipe(recipe), recipe.train.stages[0], recipe.train, 5, 0.05)
-    module._trainer = SimpleNamespace(
-        global_step=0, global_rank=0, world_size=1, accumulate_grad_batches=1
-    )  # what the hook reads
+    module._trainer = SimpleNamespace(global_step=0, global_rank=0, world_size=1, accumulate_grad_batches=1)
     module.counts.tokens, module.counts.samples = 70, 3
     checkpoint: dict = {}
     module.on_save_checkpoint(checkpoint)
@@ -37,6 +35,10 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path: Path) -> None:
     module.on_load_checkpoint(io.load_checkpoint(tmp_path / "state.ckpt"))  # weights_only=True
     assert draws() == expected
     assert (module.counts.tokens, module.counts.samples, module.counts.resumed_tokens) == (70, 3, 70)
+    # a checkpoint from before per-rank counts: its rank-0 tokens and skips still count
+    old = {"stage": recipe.train.stages[0].name, "tokens": 40, "skips": {"ok": 5, "by_reason": {"bad_json": 1}}}
+    module.on_load_checkpoint({"mmadapter": old})
+    assert (module.counts.tokens, module.counts.resumed_tokens, module.counts.skips.skipped) == (40, 40, 1)
 
 
 def test_each_rank_gets_its_own_states_back() -> None:
