@@ -131,6 +131,7 @@ def evaluate(
     tasks: Sequence[str] | None = None,
     default_lang: str | None = None,
     device: str | None = None,
+    overrides: Sequence[str] = (),
     limits: MediaLimits = DEFAULT_LIMITS,
     max_samples: int | None = None,
 ) -> dict[str, Any]:
@@ -148,6 +149,7 @@ def evaluate(
         tasks: Only samples of these tasks (default: all).
         default_lang: The language of samples without ``lang``.
         device: Where to load an artefact (ignored for a model).
+        overrides: Changes to an artefact's recipe at load time (``a.b=value``; ignored for a model).
         limits: Media size limits; an item above one is an error (a training run passes its ``data.limits``).
         max_samples: Only the first this many items (of ``tasks``, when given), counted as
             :func:`~mmadapter.inference_inputs.first_requests` counts them.
@@ -160,7 +162,7 @@ def evaluate(
     if tasks:
         requests = _kept(requests, tasks)
     requests = first_requests(requests, max_samples)
-    model = model_or_dir if not isinstance(model_or_dir, str | Path) else load_model(model_or_dir, device)
+    model = model_or_dir if not isinstance(model_or_dir, str | Path) else load_model(model_or_dir, device, overrides)
     return evaluate_requests(
         model,
         requests,
@@ -286,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
         tasks=args.task,
         default_lang=args.lang,
         device=args.device,
+        overrides=args.override,
         limits=limits_from_args(args),
         max_samples=args.max_samples,
     )

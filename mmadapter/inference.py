@@ -275,11 +275,12 @@ def write_predictions(predictions: Iterable[Prediction], path: Path | str) -> di
     return counts
 
 
-def load_model(checkpoint: Path | str, device: str | None = None) -> MultimodalLM:
-    """Load an artefact for inference: on ``device`` (default: CUDA when available), in eval mode."""
+def load_model(checkpoint: Path | str, device: str | None = None, overrides: Sequence[str] = ()) -> MultimodalLM:
+    """Load an artefact for inference: its recipe with ``overrides`` (``a.b=value``, e.g. a component's moved
+    ``name_or_path``), on ``device`` (default: CUDA when available), in eval mode."""
     from mmadapter.model import MultimodalLM
 
-    model = MultimodalLM.load(checkpoint)
+    model = MultimodalLM.load(checkpoint, overrides)
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model.eval()
 
@@ -288,10 +289,18 @@ def load_model(checkpoint: Path | str, device: str | None = None) -> MultimodalL
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by ``mmadapter infer`` and ``mmadapter eval``: batching, device and decoding."""
+    """Arguments shared by ``mmadapter infer`` and ``mmadapter eval``: batching, device, recipe overrides
+    and decoding."""
     defaults = GenerationOptions()
     parser.add_argument("--batch-size", type=positive(int), default=8, help="items generated together (default: 8)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a change to the artefact's recipe at load time, e.g. model.llm.name_or_path=/new/place (repeatable)",
+    )
     g = parser.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="tokens per answer at most")
     g.add_argument("--temperature", type=float, default=defaults.temperature, help="> 0 samples; 0 is greedy")
@@ -356,14 +365,15 @@ def run(args: argparse.Namespace) -> int:
         if request.error is not None:  # reported before the model is loaded
             print(f"mmadapter infer: error: {request.error}", file=sys.stderr)
             return 1
-        prediction = InferenceRunner(load_model(args.checkpoint, args.device), 1, options).predict_batch([request])[0]
+        model = load_model(args.checkpoint, args.device, args.override)
+        prediction = InferenceRunner(model, 1, options).predict_batch([request])[0]
         if not prediction.ok:
             print(f"mmadapter infer: error: {prediction.error}", file=sys.stderr)
             return 1
         print(prediction.output)
         return 0
     requests = open_requests(args.input, args.prompt, limits)
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(args.checkpoint, args.device, args.override)
     counts = write_predictions(InferenceRunner(model, args.batch_size, options).predict(requests), args.output)
     answered = counts["written"] - counts["errors"]
     summary = sys.stderr if rename_target(args.output) is None else sys.stdout  # keep a piped JSONL stream clean

@@ -255,7 +255,8 @@ def read_media(record: ManifestRecord) -> dict[str, list[bytes]]:
             try:
                 out[modality].append(path.read_bytes())
             except OSError as e:  # missing, a directory, unreadable
-                raise BadSample("missing_file", record.key, f"{modality} file {path}: {e}", record.source) from e
+                detail = f"{modality} file {path}: {e.strerror or e}"
+                raise BadSample("missing_file", record.key, detail, record.source) from e
     return out
 
 

@@ -17,6 +17,8 @@ from torch import Tensor
 from torch.nn import functional as F
 from transformers.audio_utils import mel_filter_bank
 
+from mmadapter.data.skips import BadSample
+
 __all__ = ["HOP_LENGTH", "N_FFT", "SAMPLE_RATE", "whisper_log_mel"]
 
 SAMPLE_RATE = 16_000
@@ -64,7 +66,8 @@ def whisper_log_mel(waveform: Tensor | np.ndarray, n_mels: int = 80, lengths: Te
     audio = audio.reshape(-1, audio.shape[-1]).float()
     samples = audio.shape[-1]
     if samples < HOP_LENGTH:
-        raise ValueError(f"audio of {samples} samples is shorter than one {HOP_LENGTH}-sample frame")
+        # a bad sample (it is a ValueError), so that the data pipeline and inference skip it with its key
+        raise BadSample("empty_audio", None, f"{samples} samples: shorter than one {HOP_LENGTH}-sample frame")
     # Silence up to the next 30 s boundary, as the feature extractor pads; past n_fft // 2 it changes no frame.
     audio = F.pad(audio, (0, min((-samples) % CHUNK_SAMPLES, N_FFT // 2)))
     window = torch.hann_window(N_FFT, device=audio.device)

@@ -7,6 +7,7 @@ import torch
 from conftest import random_audio
 from transformers import WhisperFeatureExtractor
 
+from mmadapter.data.skips import BadSample
 from mmadapter.encoders.log_mel import whisper_log_mel
 
 
@@ -42,5 +43,6 @@ def test_quiet_clip_is_clamped_to_8_below_its_peak() -> None:
 def test_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match="waveform"):
         whisper_log_mel(torch.zeros(1, 2, 1600))
-    with pytest.raises(ValueError, match="shorter than one"):
+    with pytest.raises(BadSample, match="shorter than one") as info:  # a bad sample: skipped, counted, keyed
         whisper_log_mel(torch.zeros(100))
+    assert info.value.reason == "empty_audio"

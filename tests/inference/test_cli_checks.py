@@ -155,3 +155,13 @@ def test_bad_arguments_stop_before_the_model_is_loaded(artefact: Path, tmp_path:
         assert main([str(a) for a in argv]) == 2, message
         err = capsys.readouterr().err
         assert err.startswith(f"mmadapter {argv[0]}: error: ") and message in err and "Traceback" not in err
+
+
+def test_recipe_overrides_reach_the_artefact_at_load_time(artefact: Path, capsys) -> None:
+    image = ["--image", MEDIA / "red.png"]
+    assert infer_cli(artefact, *image, "--override", "train.seed=5") == 0
+    capsys.readouterr()
+    argv = ["infer", "--checkpoint", artefact, *image, "--override", "model.llm.nmae_or_path=/elsewhere"]
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "model.llm.nmae_or_path: unknown key; did you mean 'name_or_path'?" in err and "recipe.yaml" in err
