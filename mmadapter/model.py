@@ -24,6 +24,7 @@ from mmadapter.data.skips import BadSample
 from mmadapter.encoders import ENCODERS, Encoder
 from mmadapter.llm import IGNORE_INDEX, LLMS, MODALITY_IDS, encode_chat
 from mmadapter.llm.attention import choose_backend, default_device, packed_kwargs
+from mmadapter.llm.causal_lm import frozen_mode
 from mmadapter.llm.reference_decoding import greedy_without_cache
 from mmadapter.projectors import PROJECTORS, Projector
 from mmadapter.projectors.embedding_norm import token_norm
@@ -142,13 +143,7 @@ class MultimodalLM(nn.Module):
                 module.eval()
         new = {id(p) for p in self.adapters.new_parameters()}
         if not any(p.requires_grad for p in self.llm.parameters() if id(p) not in new):
-            self.llm.eval()
-            if mode and getattr(self.llm, "is_gradient_checkpointing", False):
-                # transformers recomputes only the modules that carry the checkpointing flag, and only in training
-                # mode: set that mode on them alone, so that dropout and attention dropout inside stay off.
-                for m in self.llm.modules():
-                    if getattr(m, "gradient_checkpointing", False) is True:
-                        m.training = True
+            frozen_mode(self.llm, mode)
             for layer in self.adapters.molora:
                 layer.train(mode)
         return self

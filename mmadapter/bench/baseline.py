@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from mmadapter.batch import MultimodalBatch
 from mmadapter.bench.arm import Arm
 from mmadapter.config import MoLoRAConfig, Recipe, StageConfig
-from mmadapter.llm.causal_lm import checkpoint_activations
+from mmadapter.llm.causal_lm import checkpoint_activations, frozen_mode
 from mmadapter.model import MultimodalLM
 
 __all__ = ["baseline_arm", "check_comparable", "molora_groups"]
@@ -74,6 +74,12 @@ def baseline_arm(
     if recipe.train.activation_checkpointing:
         checkpoint_activations(model.llm)  # the base model under PEFT's wrapper, LoRA layers included
     model.to(device).train()
+    if not any(p.requires_grad for n, p in model.llm.named_parameters() if "lora_" not in n):
+        # a frozen LLM under PEFT, as mmadapter keeps it: eval mode, with only LoRA's dropout training
+        frozen_mode(model.llm, training=True)
+        for name, m in model.llm.named_modules():
+            if name.endswith("lora_dropout"):
+                m.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from mmadapter.config import LLMSpec
@@ -16,7 +17,7 @@ from mmadapter.llm.attention import choose_backend, default_device
 from mmadapter.llm.tokenizer import CHATML_TEMPLATE, byte_tokenizer
 from mmadapter.registry import Registry
 
-__all__ = ["LLMS", "causal_lm", "causal_lm_test", "checkpoint_activations", "resolve_dtype"]
+__all__ = ["LLMS", "causal_lm", "causal_lm_test", "checkpoint_activations", "frozen_mode", "resolve_dtype"]
 
 LLMS: Registry[Any] = Registry("llm")
 
@@ -101,3 +102,14 @@ def checkpoint_activations(llm: PreTrainedModel) -> None:
     (``train.activation_checkpointing``); non-reentrant, so frozen layers between trainable inputs still pass
     gradients on."""
     llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def frozen_mode(llm: nn.Module, training: bool) -> None:
+    """Put a frozen LLM in eval mode (no dropout, no attention dropout) while the model around it trains, except
+    for what transformers recomputes under activation checkpointing: it recomputes only modules that carry the
+    checkpointing flag, and only in training mode, so those alone take that mode."""
+    llm.eval()
+    if training and getattr(llm, "is_gradient_checkpointing", False):
+        for m in llm.modules():
+            if getattr(m, "gradient_checkpointing", False) is True:
+                m.training = True

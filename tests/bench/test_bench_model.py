@@ -6,6 +6,7 @@ from adapter_helpers import one_thread
 from conftest import TINY_RECIPE, requires_cuda
 
 from mmadapter.cli import main
+from mmadapter.config import load_recipe
 
 FAST = ["--steps", "2", "--warmup", "1", "--samples-per-step", "6"]
 ARM_KEYS = {
@@ -149,3 +150,17 @@ def test_cuda_reports_peak_memory_of_each_arm(capsys) -> None:
         assert r[arm]["peak_memory_mib"] > 0
     assert r["ratios"]["peak_memory_mib"] > 0
     assert r["mmadapter"]["real_tokens_per_step"] == r["baseline"]["real_tokens_per_step"]
+
+
+def test_the_baselines_frozen_llm_trains_only_its_lora_dropout_as_ours_does() -> None:
+    import torch
+
+    from mmadapter.bench.baseline import baseline_arm
+    from mmadapter.bench.model import DEFAULT_OVERRIDES
+
+    pytest.importorskip("peft")
+    recipe = load_recipe(TINY_RECIPE, [*DEFAULT_OVERRIDES, "model.molora.dropout=0.1"])
+    arm = baseline_arm(recipe, recipe.train.stages[0], 0, torch.device("cpu"), [])
+    training = {name for name, m in arm.model.llm.named_modules() if m.training}
+    assert training and all("lora_dropout" in name for name in training), sorted(training)[:5]
+    assert all(m.training for m in arm.model.projectors.modules())
