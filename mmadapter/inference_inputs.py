@@ -121,7 +121,7 @@ def folder_requests(
     """One request per audio, image or graph file directly in ``folder``, sorted by file name.
 
     Keys are file stems with characters other than letters, digits, ``_`` and ``-`` replaced by ``_``
-    (``-2``, ``-3``, … appended on collisions, e.g. ``a.flac`` and ``a.png``); each request's ``source`` is
+    (``-2``, ``-3``, … appended on collisions, e.g. ``a.flac`` and ``a.png``); each request's ``file`` names
     its file. Other files are ignored.
 
     Raises:

@@ -195,8 +195,7 @@ class StageModule(L.LightningModule):
         if "counts" in state:
             self.counts = StageCounts.resumed(state["counts"], self.global_rank, self.trainer.world_size)
         elif "tokens" in state:  # written before counts were kept per rank: rank 0's, which rank 0 takes back
-            old = [{"tokens": state["tokens"], "samples": state.get("samples", 0), "skips": state.get("skips", {})}]
-            self.counts = StageCounts.resumed(old, self.global_rank, self.trainer.world_size)
+            self.counts = StageCounts.resumed([state], self.global_rank, self.trainer.world_size)
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         if "rng" in state:
             restore_rng_states(state["rng"], self.global_rank)

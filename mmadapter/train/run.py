@@ -9,6 +9,7 @@ Run directory: the artefact at the top (``recipe.yaml``, ``adapter.safetensors``
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -152,7 +153,8 @@ def train(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> Path:
             load_trained_weights(model, stage.init_from)
         trainer, module = _fit_stage(model, recipe, stage, index, run_dir, resume)
         is_zero = trainer.is_global_zero
-        counts = module.totals or module.counts  # summed over ranks by the end-of-training hook
+        counts = module.totals
+        assert counts is not None, "StageModule.on_fit_end sums the counts over ranks"
         per_stage[stage.name] = {"steps": trainer.global_step, "nonfinite": module.nonfinite_total} | counts.as_dict()
         new_tokens += counts.tokens - counts.resumed_tokens
         if is_zero:
@@ -253,7 +255,8 @@ def _provenance(recipe: Recipe, stage: StageConfig | None, trainer: L.Trainer | 
                     shards[url] = {"url": url, "stages": []}
                     path = Path(url)
                     if path.is_file():
-                        shards[url] |= {"bytes": path.stat().st_size, "sha256_head_tail": _head_tail_hash(path)}
+                        size, mtime = path.stat().st_size, path.stat().st_mtime_ns
+                        shards[url] |= {"bytes": size, "sha256_head_tail": _head_tail_hash(url, size, mtime)}
                 if st.name not in shards[url]["stages"]:
                     shards[url]["stages"].append(st.name)
     info: dict[str, Any] = {"shards": list(shards.values())}
@@ -264,12 +267,14 @@ def _provenance(recipe: Recipe, stage: StageConfig | None, trainer: L.Trainer | 
     return info
 
 
-def _head_tail_hash(path: Path, block: int = 1 << 20) -> str:
-    """sha256 of a shard's size, first and last MiB: cheap for terabytes, still catches swapped shards."""
-    h = hashlib.sha256(str(path.stat().st_size).encode())
-    with path.open("rb") as f:
+@functools.cache
+def _head_tail_hash(path: str, size: int, mtime_ns: int, block: int = 1 << 20) -> str:
+    """sha256 of a shard's size, first and last MiB: cheap for terabytes, still catches swapped shards. Read
+    once per file version (size and mtime key the cache), however many artefacts record the shard."""
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
         h.update(f.read(block))
-        f.seek(max(0, path.stat().st_size - block))
+        f.seek(max(0, size - block))
         h.update(f.read(block))
     return h.hexdigest()
 
