@@ -14,7 +14,11 @@ scores); ``unscored`` items answered without a reference. Every score is compute
 group (:mod:`mmadapter.metrics`), so ``overall`` is not an average of the groups; it is ``null`` with no
 scored item. A group's ``metric`` is ``cer`` where WER was asked for but the language is scored by
 characters (zh, ja, th). Samples without ``lang`` are scored as and grouped under ``--lang``; without it,
-with Whisper's basic normaliser and under ``"unknown"``, as samples without ``task`` are grouped.
+with Whisper's basic normaliser and under ``"unknown"``, as samples without ``task`` are grouped. Languages
+are grouped by their tag in its usual case (``ZH-cn`` with ``zh-CN``; ``zh`` is a group of its own).
+
+``mmadapter eval --rescore PREDICTIONS.jsonl --metric chrf`` scores answers already written (by ``eval`` or
+``infer``) again, without a model: another metric, ``--lang``, ``--task`` or ``--max-samples``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from mmadapter.inference import (
 )
 from mmadapter.inference_inputs import Request, first_requests, open_requests
 from mmadapter.limits import DEFAULT_LIMITS, MediaLimits, add_limit_arguments, limits_from_args, positive
-from mmadapter.metrics import METRICS, Metric, corpus_score, metric_for
+from mmadapter.metrics import METRICS, Metric, corpus_score, language_tag, metric_for
+from mmadapter.prediction_lines import first_lines, kept_lines, read_predictions
 
 if TYPE_CHECKING:
     from mmadapter.model import MultimodalLM
@@ -52,6 +57,7 @@ __all__ = [
     "format_report",
     "predictions_path",
     "read_predictions",
+    "rescore",
     "run",
     "score_predictions",
 ]
@@ -108,7 +114,7 @@ def score_predictions(
         "n": len(scored),
         "errors": errors,
         "unscored": len(lines) - errors - len(scored),
-        "by_lang": _group(metric, scored, langs, lambda i: langs[i] or UNKNOWN),
+        "by_lang": _group(metric, scored, langs, lambda i: language_tag(langs[i]) or UNKNOWN),
         "by_task": _group(metric, scored, langs, lambda i: scored[i].get("task") or UNKNOWN),
     }
 
@@ -209,10 +215,34 @@ def evaluate_requests(
     return report
 
 
-def read_predictions(path: Path | str) -> list[dict[str, Any]]:
-    """The lines of a predictions file (to re-score with :func:`score_predictions`)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def rescore(
+    path: Path | str,
+    metric: Metric | str,
+    *,
+    tasks: Sequence[str] | None = None,
+    default_lang: str | None = None,
+    max_samples: int | None = None,
+) -> dict[str, Any]:
+    """The report of a predictions file already written (by ``mmadapter eval`` or ``infer``), without a model:
+    another metric, language or task selection on the same answers.
+
+    Args:
+        path: The predictions file.
+        metric: One of :data:`~mmadapter.metrics.METRICS`.
+        tasks: Only lines of these tasks (and error lines of no known task, as :func:`evaluate` keeps).
+        default_lang: The language of lines without ``lang``.
+        max_samples: Only the first this many items (of ``tasks``, when given), counted as :func:`evaluate`
+            counts them (an error line of no item takes no place).
+
+    Returns:
+        The report described in the module docstring, with ``"predictions": path``.
+    """
+    lines: Iterable[Mapping[str, Any]] = read_predictions(path)
+    if tasks:
+        lines = kept_lines(lines, tasks)
+    report = score_predictions(first_lines(lines, max_samples), metric, default_lang)
+    report["predictions"] = str(path)
+    return report
 
 
 def predictions_path(report: Path | str) -> Path:
@@ -249,9 +279,13 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``mmadapter eval``; pair with :func:`run`."""
-    parser.add_argument("--checkpoint", required=True, type=Path, help="artefact directory (a training run)")
+    parser.add_argument("--checkpoint", type=Path, help="artefact directory (a training run)")
+    parser.add_argument("--input", nargs="+", help="shards (.tar paths, brace pattern) or a MANIFEST.jsonl")
     parser.add_argument(
-        "--input", required=True, nargs="+", help="shards (.tar paths, brace pattern) or a MANIFEST.jsonl"
+        "--rescore",
+        type=Path,
+        metavar="PREDICTIONS",
+        help="score a predictions file already written (by eval or infer) instead of --checkpoint and --input",
     )
     parser.add_argument("--metric", choices=METRICS, default="wer", help="corpus-level metric (default: wer)")
     parser.add_argument("--output", type=Path, help="write the report JSON here")
@@ -271,7 +305,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``mmadapter eval``: print the table (and write the report); 0 when at least one item was scored."""
+    """Run ``mmadapter eval``: print the table (and write the report); 0 when at least one item was scored.
+
+    Raises:
+        ValueError: neither ``--checkpoint`` with ``--input`` nor ``--rescore`` alone, or a bad output path.
+    """
+    if args.rescore is not None:
+        return _run_rescore(args)
+    if args.checkpoint is None or args.input is None:
+        raise ValueError(
+            "give --checkpoint and --input, or --rescore PREDICTIONS.jsonl to score answers already written"
+        )
     predictions = args.predictions or (predictions_path(args.output) if args.output else None)
     check_device(args.device)
     check_output(args.output, "--output", args.input)
@@ -292,6 +336,22 @@ def run(args: argparse.Namespace) -> int:
         limits=limits_from_args(args),
         max_samples=args.max_samples,
     )
+    return _finish(args, report, args.input)
+
+
+def _run_rescore(args: argparse.Namespace) -> int:
+    given = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--input", args.input)) if value]
+    if args.predictions is not None:
+        given.append("--predictions")
+    if given:
+        raise ValueError(f"--rescore scores a predictions file alone: drop {', '.join(given)}")
+    check_output(args.output, "--output", [args.rescore])
+    report = rescore(args.rescore, args.metric, tasks=args.task, default_lang=args.lang, max_samples=args.max_samples)
+    return _finish(args, report, [str(args.rescore)])
+
+
+def _finish(args: argparse.Namespace, report: dict[str, Any], inputs: Sequence[str]) -> int:
+    """Print the table, write the report, and say so when nothing was scored."""
     print(format_report(report))
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -300,5 +360,5 @@ def run(args: argparse.Namespace) -> int:
     if not report["n"]:
         tasks = f" of task {', '.join(args.task)}" if args.task else ""
         found = f"{report['errors']} failed, {report['unscored']} without a reference"
-        print(f"mmadapter eval: error: no item{tasks} was scored in {' '.join(args.input)} ({found})", file=sys.stderr)
+        print(f"mmadapter eval: error: no item{tasks} was scored in {' '.join(inputs)} ({found})", file=sys.stderr)
     return 0 if report["n"] else 1

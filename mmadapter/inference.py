@@ -8,10 +8,11 @@ items are retried one by one, so that only the item that raises again (or a batc
 run item by item) is reported as an error.
 
 Output file (JSONL, one line per item, in input order): ``{"key", "output"}`` plus ``"reference"``,
-``"lang"`` and ``"task"`` when the input has them, or ``{"key", "error"}``; a folder item's line also names
-its ``"file"``. Lines are written and flushed one by one to ``OUT.partial`` (so progress can be followed
-and a crashed run leaves what it had), which is renamed onto ``OUT`` when every item is done: ``OUT``
-itself is only ever complete (a pipe or device such as ``/dev/stdout`` is written straight).
+``"lang"`` and ``"task"`` when the input has them, or ``{"key", "error"}`` (with ``"lang"`` and ``"task"``
+when known); a folder item's line also names its ``"file"``. Lines are written and flushed one by one to
+``OUT.partial`` (so progress can be followed and a crashed run leaves what it had), which is renamed onto
+``OUT`` when every item is done: ``OUT`` itself is only ever complete (a pipe or device such as
+``/dev/stdout`` is written straight).
 """
 
 from __future__ import annotations
@@ -122,14 +123,14 @@ class Prediction:
         return self.error is None
 
     def to_json(self) -> dict[str, Any]:
-        """The output line: ``{"key", "output"[, "reference", "lang", "task"]}`` or ``{"key", "error"}``, each
-        with ``"file"`` for a folder item."""
+        """The output line: ``{"key", "output"[, "reference", "lang", "task"]}`` or ``{"key", "error"[, "lang",
+        "task"]}``, each with ``"file"`` for a folder item."""
         where = {"file": self.file} if self.file is not None else {}
+        known = {name: value for name, value in (("lang", self.lang), ("task", self.task)) if value is not None}
         if self.error is not None:
-            return {"key": self.key, "error": self.error} | where
+            return {"key": self.key, "error": self.error} | known | where
         line: dict[str, Any] = {"key": self.key, "output": self.output}
-        extra = {"reference": self.reference, "lang": self.lang, "task": self.task}
-        return line | {name: value for name, value in extra.items() if value is not None} | where
+        return line | ({"reference": self.reference} if self.reference is not None else {}) | known | where
 
     @classmethod
     def of(cls, request: Request, output: str | None = None, error: str | None = None) -> Prediction:

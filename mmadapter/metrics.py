@@ -36,6 +36,7 @@ __all__ = [
     "chrf",
     "corpus_score",
     "error_rate",
+    "language_tag",
     "metric_for",
     "normalise_for_error_rate",
     "text_normaliser",
@@ -55,6 +56,23 @@ def base_language(lang: str | None) -> str | None:
     if not lang:
         return None
     return re.split(r"[-_]", lang.strip(), maxsplit=1)[0].lower() or None
+
+
+def language_tag(lang: str | None) -> str | None:
+    """A language tag in its usual case, so that spellings of one tag group together: ``ZH-cn`` → ``zh-CN``,
+    ``en_us`` → ``en-US``, ``zh-hant-tw`` → ``zh-Hant-TW`` (language lower, script title, region upper)."""
+    if not lang or not lang.strip():
+        return None
+    first, *rest = re.split(r"[-_]", lang.strip())
+    subtags = [first.lower()]
+    for part in rest:
+        if len(part) == 4 and part.isalpha():
+            subtags.append(part.title())
+        elif (len(part) == 2 and part.isalpha()) or (len(part) == 3 and part.isdigit()):
+            subtags.append(part.upper())
+        else:
+            subtags.append(part.lower())
+    return "-".join(subtags)
 
 
 def text_normaliser(lang: str | None) -> Callable[[str], str]:

@@ -14,6 +14,7 @@ from whisper_normalizer.basic import BasicTextNormalizer
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from mmadapter import evaluate as evaluation
+from mmadapter.cli import main
 from mmadapter.evaluate import evaluate, read_predictions, score_predictions
 from mmadapter.limits import MediaLimits
 from mmadapter.model import MultimodalLM
@@ -155,3 +156,67 @@ def test_eval_reads_within_the_limits_it_is_given(known_answers, artefact, capsy
     with pytest.raises(SystemExit):
         run_eval(artefact, "--input", SHARDS / "shard-000000.tar", "--max-audio-seconds", "0")
     assert "--max-audio-seconds: must be above 0" in capsys.readouterr().err
+
+
+def test_rescore_scores_a_written_predictions_file_again_without_a_model(known_answers, tmp_path, capsys) -> None:
+    model = MultimodalLM.from_recipe(tiny_recipe())
+    first = evaluate(model, known_answers, "wer", predictions=tmp_path / "p.jsonl")
+    gone = next(line for line in read_predictions(tmp_path / "p.jsonl") if line["key"] == "gone")
+    assert (gone["lang"], gone["task"]) == ("en", "asr")  # an error line keeps what the input said
+    assert evaluation.rescore(tmp_path / "p.jsonl", "wer") == first
+    for metric, tasks, limit in (("accuracy", ["asr"], None), ("chrf", None, 3), ("cer", ["ast"], None)):
+        again = evaluation.rescore(tmp_path / "p.jsonl", metric, tasks=tasks, max_samples=limit)
+        direct = evaluate(model, known_answers, metric, tasks=tasks, max_samples=limit)
+        assert {k: v for k, v in again.items() if k != "predictions"} == direct
+    parser = argparse.ArgumentParser()
+    evaluation.add_arguments(parser)
+    report_path = tmp_path / "chrf.json"
+    args = parser.parse_args(["--rescore", str(tmp_path / "p.jsonl"), "--metric", "chrf", "--output", str(report_path)])
+    assert evaluation.run(args) == 0
+    assert json.loads(report_path.read_text())["overall"] == evaluation.rescore(tmp_path / "p.jsonl", "chrf")["overall"]
+    assert "chrf" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"key": "a", "output": "x"}\n{"key": "b", "output": \n', r"p\.jsonl:2: not JSON"),
+        ('["a", "x"]\n', r"p\.jsonl:1: not a prediction line: a JSON list"),
+        ('{"key": "a"}\n', "neither a string 'output' nor a string 'error'"),
+        ('{"key": null, "output": "x"}\n', "only an error line may have a null key"),
+        ('{"key": "a", "output": "x", "reference": 3}\n', "'reference' is a int"),
+    ],
+)
+def test_rescore_refuses_a_line_that_is_not_a_prediction_naming_it(tmp_path, text: str, message: str) -> None:
+    (tmp_path / "p.jsonl").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        evaluation.rescore(tmp_path / "p.jsonl", "wer")
+
+
+def test_rescore_counts_an_error_of_no_item_and_takes_no_model_arguments(tmp_path, capsys) -> None:
+    lines = [
+        {"key": None, "error": "a.tar: truncated_tar: ..."},
+        {"key": "a", "output": "x", "reference": "x"},
+        {"key": "b", "output": "y", "reference": "x"},
+    ]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = evaluation.rescore(tmp_path / "p.jsonl", "accuracy", max_samples=1)
+    assert (report["n"], report["errors"], report["overall"]) == (1, 1, 1.0)
+    assert main(["eval", "--rescore", str(tmp_path / "p.jsonl"), "--checkpoint", str(tmp_path)]) == 2
+    assert "drop --checkpoint" in capsys.readouterr().err
+    assert main(["eval", "--input", str(tmp_path / "p.jsonl")]) == 2
+    assert "give --checkpoint and --input, or --rescore" in capsys.readouterr().err
+    assert main(["eval", "--rescore", str(tmp_path / "p.jsonl"), "--output", str(tmp_path / "p.jsonl")]) == 2
+    assert "is also an input" in capsys.readouterr().err
+
+
+def test_languages_group_by_their_tag_in_its_usual_case() -> None:
+    lines = [
+        {"key": "a", "output": "你好", "reference": "你好", "lang": "ZH-cn"},
+        {"key": "b", "output": "你", "reference": "你好", "lang": "zh-CN"},
+        {"key": "c", "output": "你好", "reference": "你好", "lang": "zh"},
+        {"key": "d", "output": "hi", "reference": "hi", "lang": "en_us"},
+    ]
+    report = score_predictions(lines, "wer")
+    assert set(report["by_lang"]) == {"zh-CN", "zh", "en-US"}
+    assert report["by_lang"]["zh-CN"] == {"metric": "cer", "score": pytest.approx(1 / 4), "n": 2}

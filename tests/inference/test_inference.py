@@ -106,7 +106,7 @@ def test_manifest_with_a_missing_file_and_a_corrupt_image(artefact, tmp_path) ->
     lines = read_lines(out)
     assert [line["key"] for line in lines] == ["tone", "missing", "chat", "corrupt", "several", "text"]
     assert ["output" in line for line in lines] == [True, False, True, False, True, True]
-    assert set(lines[1]) == {"key", "error"}
+    assert set(lines[1]) == {"key", "error", "lang", "task"}  # what the manifest line said is kept
     assert "missing_file" in lines[1]["error"]
     assert "nope.flac" in lines[1]["error"]
     assert "corrupt_image" in lines[3]["error"]

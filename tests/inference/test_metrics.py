@@ -6,7 +6,7 @@ import jiwer
 import pytest
 import sacrebleu
 
-from mmadapter.metrics import accuracy, base_language, corpus_score, error_rate, metric_for
+from mmadapter.metrics import accuracy, base_language, corpus_score, error_rate, language_tag, metric_for
 
 
 def test_the_normaliser_is_applied() -> None:
@@ -72,3 +72,9 @@ def test_bad_calls_raise() -> None:
 
 def test_base_language() -> None:
     assert [base_language(x) for x in ("zh-CN", "en_US", "DE", "", None)] == ["zh", "en", "de", None, None]
+
+
+def test_language_tag_writes_each_subtag_in_its_usual_case() -> None:
+    tags = ("ZH-cn", "en_us", "zh-hant-tw", "ES-419", " de ", "sr-LATN", "", "  ", None)
+    want = ["zh-CN", "en-US", "zh-Hant-TW", "es-419", "de", "sr-Latn", None, None, None]
+    assert [language_tag(x) for x in tags] == want
