@@ -38,8 +38,9 @@ from mmadapter.data.manifest import (
     read_media,
 )
 from mmadapter.data.members import decode_item, decode_sample
-from mmadapter.data.pipeline import expand_shards, truncated_tail
+from mmadapter.data.pipeline import expand_shards
 from mmadapter.data.skips import BadSample, as_bad_sample
+from mmadapter.data.tar_cuts import at_the_cut, marking_the_cut_end, truncated_tail
 from mmadapter.inference_request import MODALITY_TASKS, Request, build_prompt, expand_default, split_reference
 from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
@@ -221,7 +222,8 @@ def _shard_requests(urls: list[str], limits: MediaLimits) -> Iterator[Request]:
         cut = truncated_tail(url)
         if cut is not None:
             errors.handler(cut)
-        for raw in wds.tarfile_to_samples(handler=errors.handler)(iter([{"url": url}])):
+        samples = wds.tarfile_to_samples(handler=errors.handler)(iter([{"url": url}]))
+        for raw in marking_the_cut_end(samples, errors.is_cut):
             yield from errors.failed()
             yield _shard_request(raw, limits)
         yield from errors.failed()
@@ -235,10 +237,16 @@ class _ReadErrors:
         self.url = url
         self.errors: list[BaseException] = []
         self.reported = False
+        self.cut = False  # the tar is cut short (its last sample may have lost members)
 
     def handler(self, exc: BaseException) -> bool:
         self.errors.append(exc)
+        bad = as_bad_sample(exc)
+        self.cut |= bad is not None and bad.reason == "truncated_tar"
         return True
+
+    def is_cut(self) -> bool:
+        return self.cut
 
     def failed(self) -> Iterator[Request]:
         errors, self.errors = self.errors, []
@@ -254,7 +262,7 @@ def _shard_request(raw: Mapping[str, Any], limits: MediaLimits) -> Request:
         decoded = decode_sample(raw, limits=limits, require_response=False)
         messages, reference = split_reference(decoded["messages"], key, decoded["url"])
     except BadSample as e:
-        return Request.failed(key, e)
+        return Request.failed(key, at_the_cut(raw, e))
     meta = decoded["meta"]
     items = {m: list(decoded[m]) for m in MODALITIES if decoded[m]}  # type: ignore[literal-required]
     lang, task = (value if isinstance(value, str) else None for value in (meta.get("lang"), meta.get("task")))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +52,21 @@ def infer_cli(artefact: Path, *argv: str | Path) -> int:
     parser = argparse.ArgumentParser()
     inference.add_arguments(parser)
     return inference.run(parser.parse_args(["--checkpoint", str(artefact), "--max-new-tokens", "4", *map(str, argv)]))
+
+
+def tar_cut_in_last_sample(path: Path) -> None:
+    """A shard of three audio samples (``s0`` .. ``s2``: JSON, then FLAC), cut inside ``s2.flac``'s data."""
+    audio = (ROOT / "tests" / "assets" / "media" / "tone.flac").read_bytes()
+    with tarfile.open(path, "w") as tar:
+        for i in range(3):
+            meta = json.dumps({"prompt": "Transcribe <audio>", "response": str(i)}).encode()
+            for name, data in ((f"s{i}.json", meta), (f"s{i}.flac", audio)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(path) as tar:
+        last = tar.getmember("s2.flac")
+    path.write_bytes(path.read_bytes()[: last.offset_data + 100])
 
 
 def random_audio(seconds: float, seed: int = 0) -> np.ndarray:

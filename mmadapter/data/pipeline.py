@@ -40,12 +40,12 @@ from mmadapter.data.budget import SampleBudget, first_samples
 from mmadapter.data.members import DecodedSample, decode_sample
 from mmadapter.data.packing import batch_stream, oversized
 from mmadapter.data.skips import BadSample, NoUsableSamples, SkipCounter
+from mmadapter.data.tar_cuts import REMOTE_PREFIXES, at_the_cut, marking_the_cut_end, truncated_tail
 from mmadapter.limits import DEFAULT_LIMITS, MediaLimits
 
 __all__ = ["ShardStream", "StreamPosition", "expand_shards", "mix", "sample_stages", "shard_order"]
 
 Prepare = Callable[[DecodedSample], Sample]
-REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://")
 GIVE_UP_AFTER = 1000
 """Skipped samples and barren shard reads in a row, none passing, after which a resampled stream stops
 (per loader worker)."""
@@ -146,10 +146,20 @@ def sample_stages(
         lambda: ({"url": url} for url in urls),
         _ShardReads(counter, budget).samples,
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=rng) if shuffle_buffer > 1 else _same,
-        _guarded(lambda raw: decode_sample(raw, limits=limits), counter, "decode"),
+        _guarded(_decoder(limits), counter, "decode"),
         _guarded(prepare if max_tokens is None else _within(prepare, max_tokens), counter, "prepare", last=True),
     )
     return iter(pipeline)
+
+
+def _decoder(limits: MediaLimits) -> Callable[[dict[str, Any]], DecodedSample]:
+    def decode(raw: dict[str, Any]) -> DecodedSample:
+        try:
+            return decode_sample(raw, limits=limits)
+        except BadSample as e:
+            raise at_the_cut(raw, e) from e.__cause__
+
+    return decode
 
 
 def _within(prepare: Prepare, max_tokens: int) -> Prepare:
@@ -272,8 +282,9 @@ def _guarded(fn: Callable[[Any], Any], counter: SkipCounter, stage: str, last: b
 
 
 class _ShardReads:
-    """Shard URLs → raw samples, one read at a time: only the budget's first samples of each shard (each read
-    of a resampled one); a truncated tar counted once (per loader worker), a shard that cannot be read at all
+    """Shard URLs → raw samples, one read at a time: only the budget's first samples of each shard (each read of a
+    resampled one); a truncated tar counted once (per loader worker) and its last sample marked (an incomplete
+    one is skipped as ``truncated_tar`` too, :mod:`mmadapter.data.tar_cuts`), a shard that cannot be read at all
     (a failing ``pipe:`` command, an I/O error) on every read, as ``missing_file``; and a read that gives
     nothing and counts nothing lengthens the counter's give-up run (an empty shard drawn again and again)."""
 
@@ -292,10 +303,12 @@ class _ShardReads:
                 self.cut.add(url)
                 self.counter.record(cut)
             members = wds.tarfile_to_samples(handler=self.handler)(iter([source]))
-            read = members if self.budget is None else itertools.islice(members, self.budget.counts[url])
+            # The members before a cut are still good; the last sample may have lost some to it.
+            marked = marking_the_cut_end(members, lambda url=url: url in self.cut)
+            read = marked if self.budget is None else itertools.islice(marked, self.budget.counts[url])
             gave = False
             try:
-                for sample in read:  # the members before a cut are still good
+                for sample in read:
                     gave = True
                     yield sample
             finally:
@@ -317,24 +330,6 @@ class _ShardReads:
         else:
             self.counter.record(exc, source=self.url)
         return True
-
-
-def truncated_tail(url: str) -> BadSample | None:
-    """``truncated_tar`` for a local shard whose tail is cut, else ``None``: tarfile takes a cut inside a
-    member header for a clean end, so the tail is checked first (remote shards cannot be)."""
-    if url.startswith(REMOTE_PREFIXES) or not _tail_is_cut(Path(url)):
-        return None
-    return BadSample("truncated_tar", None, "the tar does not end with its end blocks", url)
-
-
-def _tail_is_cut(path: Path) -> bool:
-    """A complete tar is a whole number of 512-byte blocks ending in two zero blocks."""
-    size = path.stat().st_size
-    if size < 1024 or size % 512:
-        return True
-    with path.open("rb") as f:
-        f.seek(size - 1024)
-        return any(f.read(1024))
 
 
 def _same(items: Iterator[Any]) -> Iterator[Any]:

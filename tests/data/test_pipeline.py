@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, tiny_recipe
+from conftest import ROOT, tar_cut_in_last_sample, tiny_recipe
 from media_samples import audio_bytes, image_bytes
 from torch.utils.data import DataLoader
 
@@ -318,3 +318,44 @@ def test_a_truncated_tar_read_through_a_pipe_is_counted_once(model: MultimodalLM
     for batch in one_pass:
         counts.merge(batch.skipped)
     assert counts.by_reason() == {"truncated_tar": 1} and counts.ok == 3 * 2
+
+
+@pytest.mark.parametrize("through_a_pipe", [False, True])
+def test_the_sample_a_cut_falls_in_is_skipped_as_truncated_tar(
+    model: MultimodalLM, tmp_path: Path, through_a_pipe: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    tar_cut_in_last_sample(tmp_path / "cut.tar")
+    url = f"pipe:cat {tmp_path / 'cut.tar'}" if through_a_pipe else str(tmp_path / "cut.tar")
+    counts = SkipCounter()
+    batches = list(stream(model, url))
+    for batch in batches:
+        counts.merge(batch.skipped)
+    assert sorted(keys(batches)) == ["s0", "s1"]
+    assert counts.by_reason() == {"truncated_tar": 2}  # the cut shard, and the sample it cut (not a mismatch)
+    assert "sample 's2'" in caplog.text and "the last sample before the cut" in caplog.text
+    assert "placeholder_mismatch: 1 <audio> placeholder(s) for 0" in caplog.text
+
+
+def test_the_last_sample_of_a_tar_cut_between_samples_is_kept(model: MultimodalLM, tmp_path: Path) -> None:
+    write_tar(tmp_path / "full.tar", {f"s{i}.json": meta("Say hi", "hi") for i in range(3)})
+    data = (tmp_path / "full.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[: 512 * 6])  # the three members whole, no end blocks
+    counts = SkipCounter()
+    batches = list(stream(model, str(tmp_path / "cut.tar")))
+    for batch in batches:
+        counts.merge(batch.skipped)
+    assert sorted(keys(batches)) == ["s0", "s1", "s2"]
+    assert counts.by_reason() == {"truncated_tar": 1}
+
+
+def test_a_budget_up_to_the_cut_still_names_the_cut_sample(model: MultimodalLM, tmp_path: Path) -> None:
+    tar_cut_in_last_sample(tmp_path / "cut.tar")
+    cfg = DataConfig(max_tokens=400)
+    for budget, want in ((2, {"truncated_tar": 1}), (3, {"truncated_tar": 2})):
+        sets = [ShardSet(shards=str(tmp_path / "cut.tar"), max_samples=budget)]
+        ds = ShardStream(sets, model.prepare_decoded, cfg, model.tokenizer.pad_token_id, StreamPosition(), False)
+        counts = SkipCounter()
+        batches = list(ds)
+        for batch in batches:
+            counts.merge(batch.skipped)
+        assert (sorted(keys(batches)), counts.by_reason()) == (["s0", "s1"], want)

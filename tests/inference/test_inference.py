@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, nudged_artefact, tiny_recipe
+from conftest import ROOT, nudged_artefact, tar_cut_in_last_sample, tiny_recipe
 from conftest import infer_cli as infer
 
 from mmadapter import inference
@@ -251,3 +251,15 @@ def test_text_only_prompt_and_no_input(artefact, capsys) -> None:
     assert capsys.readouterr().out.endswith("\n")
     with pytest.raises(ValueError, match="give --audio"):
         infer(artefact)
+
+
+@pytest.mark.parametrize("through_a_pipe", [False, True])
+def test_the_sample_a_cut_falls_in_fails_as_truncated_tar(tmp_path, through_a_pipe) -> None:
+    tar_cut_in_last_sample(tmp_path / "cut.tar")
+    url = f"pipe:cat {tmp_path / 'cut.tar'}" if through_a_pipe else str(tmp_path / "cut.tar")
+    requests = list(inference.open_requests(url))
+    assert [r.key for r in requests if r.error is None] == ["s0", "s1"]
+    failed = {r.key: r.error for r in requests if r.error is not None}
+    assert set(failed) == {None, "s2"}  # the shard's cut, and the sample it cut
+    assert "truncated_tar" in failed[None]
+    assert failed["s2"].startswith("sample 's2'") and "truncated_tar: the last sample before the cut" in failed["s2"]
