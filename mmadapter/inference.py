@@ -148,14 +148,23 @@ class InferenceRunner:
         model: The model; it is put in eval mode while a batch runs and restored afterwards.
         batch_size: Requests generated together.
         options: Decoding settings.
+        log_failures: Log each failed item as a warning (off where the caller reports the failure itself, as
+            single-file ``mmadapter infer`` does).
     """
 
-    def __init__(self, model: MultimodalLM, batch_size: int = 8, options: GenerationOptions | None = None) -> None:
+    def __init__(
+        self,
+        model: MultimodalLM,
+        batch_size: int = 8,
+        options: GenerationOptions | None = None,
+        log_failures: bool = True,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, not {batch_size}")
         self.model = model
         self.batch_size = batch_size
         self.options = options or GenerationOptions()
+        self.log_failures = log_failures
 
     def predict(self, requests: Iterable[Request]) -> Iterator[Prediction]:
         """One :class:`Prediction` per request, in order; requests are read lazily, a batch at a time."""
@@ -234,9 +243,9 @@ class InferenceRunner:
                 answers.append(e)
         return answers
 
-    @staticmethod
-    def _failed(request: Request, error: str) -> Prediction:
-        log.warning("item %r failed: %s", request.key, error)
+    def _failed(self, request: Request, error: str) -> Prediction:
+        if self.log_failures:
+            log.warning("item %r failed: %s", request.key, error)
         return Prediction.of(request, error=error)
 
 
@@ -367,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"mmadapter infer: error: {request.error}", file=sys.stderr)
             return 1
         model = load_model(args.checkpoint, args.device, args.override)
-        prediction = InferenceRunner(model, 1, options).predict_batch([request])[0]
+        prediction = InferenceRunner(model, 1, options, log_failures=False).predict_batch([request])[0]
         if not prediction.ok:
             print(f"mmadapter infer: error: {prediction.error}", file=sys.stderr)
             return 1

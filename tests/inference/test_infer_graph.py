@@ -61,7 +61,7 @@ def test_a_graph_with_an_out_of_range_edge_is_an_error_exit_naming_the_file(
 
 
 def test_a_graph_the_encoder_refuses_is_an_error_exit_naming_the_file(
-    artefact: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    artefact: Path, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = graph_file(tmp_path / "narrow.graph.npz", random_graph(0, nodes=5, features=3))
     assert infer(artefact, "--graph", path, "--prompt", PROMPT) == 1
@@ -69,9 +69,12 @@ def test_a_graph_the_encoder_refuses_is_an_error_exit_naming_the_file(
         f"mmadapter infer: error: sample 'input' ({path}): bad_graph: "
         "node features x must be (N, 16) for this encoder, got (5, 3)\n"
     )
+    assert not caplog.records  # said once, by the error line (no warning log of the same failure)
 
 
-def test_a_manifest_graph_the_encoder_refuses_fails_alone_naming_its_line(artefact: Path, tmp_path: Path) -> None:
+def test_a_manifest_graph_the_encoder_refuses_fails_alone_naming_its_line(
+    artefact: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     graph_file(tmp_path / "ring.graph.npz", random_graph(0, nodes=7, features=16))
     graph_file(tmp_path / "narrow.graph.npz", random_graph(0, nodes=5, features=3))
     lines = [{"key": key, "graph": f"{key}.graph.npz", "prompt": PROMPT} for key in ("ring", "narrow")]
@@ -79,6 +82,9 @@ def test_a_manifest_graph_the_encoder_refuses_fails_alone_naming_its_line(artefa
     manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "pred.jsonl"
     assert infer(artefact, "--input", manifest, "--output", out) == 0
+    assert [r.message for r in caplog.records] == [
+        f"item 'narrow' failed: {json.loads(out.read_text().splitlines()[1])['error']}"
+    ]
     ring, narrow = (json.loads(line) for line in out.read_text().splitlines())
     assert ring["key"] == "ring" and ring["output"]
     assert narrow == {"key": "narrow", "error": narrow["error"]}
