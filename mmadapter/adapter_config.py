@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mmadapter.languages import base_language, language_tag
+
 __all__ = ["TOKEN_MODALITIES", "BiasNormConfig", "GatedAttentionConfig", "MoLoRAConfig"]
 
 TokenModality = Literal["text", "audio", "image", "graph"]
@@ -30,6 +32,11 @@ class MoLoRAConfig(_AdapterSection):
     modality_map: dict[TokenModality, str] = Field(
         default_factory=dict,
         description="modality → expert for `modality` routing; default: the expert of the same name, graph → text",
+    )
+    language_experts: dict[str, str] = Field(
+        default_factory=dict,
+        description="language → expert that every token of a sample in that language uses besides its modality's "
+        "expert (`modality` routing), e.g. {de: de}: a LoRA for one language that leaves the others as they were",
     )
     routing: Literal["modality", "soft", "topk"] = "modality"
     top_k: int = Field(1, gt=0, description="experts kept per token with `topk` routing")
@@ -52,11 +59,23 @@ class MoLoRAConfig(_AdapterSection):
             raise ValueError(f"expert names must be unique, got {experts}")
         return experts
 
+    @field_validator("language_experts")
+    @classmethod
+    def _languages(cls, languages: dict[str, str]) -> dict[str, str]:
+        tags = {lang: language_tag(lang) for lang in languages}
+        if not all(tags.values()):
+            raise ValueError(f"language_experts keys must be language tags (e.g. de, pt-BR), got {list(languages)}")
+        if len(set(tags.values())) != len(tags):
+            raise ValueError(f"language_experts names one language twice: {list(languages)}")
+        return {tags[lang]: expert for lang, expert in languages.items()}  # type: ignore[misc]
+
     @model_validator(mode="after")
     def _cross_fields(self) -> MoLoRAConfig:
         unknown = {m: e for m, e in self.modality_map.items() if e not in self.experts}
         if unknown:
             raise ValueError(f"modality_map names experts that do not exist: {unknown}; experts: {self.experts}")
+        if self.language_experts:
+            self._check_language_experts()
         if self.routing == "topk" and self.top_k > len(self.experts):
             raise ValueError(f"top_k={self.top_k} exceeds the {len(self.experts)} expert(s)")
         if self.routing != "topk" and self.top_k != 1:
@@ -64,6 +83,24 @@ class MoLoRAConfig(_AdapterSection):
         if isinstance(self.targets, list) and not self.targets:
             raise ValueError("targets must name at least one linear layer, or be 'all-linear'")
         return self
+
+    def _check_language_experts(self) -> None:
+        unknown = {lang: e for lang, e in self.language_experts.items() if e not in self.experts}
+        if unknown:
+            raise ValueError(f"language_experts names experts that do not exist: {unknown}; experts: {self.experts}")
+        if self.routing != "modality":
+            raise ValueError(f"language_experts need routing 'modality' (routing is {self.routing!r})")
+        shared = sorted(set(self.language_experts.values()) & set(self.expert_of().values()))
+        if shared:
+            raise ValueError(f"expert(s) {shared} serve a modality and a language; give the language its own expert")
+
+    def language_expert(self, lang: str | None) -> str | None:
+        """The language expert of a sample's ``lang``: its tag's (``pt-BR``), else its base language's (``de``
+        for ``de-AT``), else ``None``."""
+        tag = language_tag(lang)
+        if tag is None:
+            return None
+        return self.language_experts.get(tag, self.language_experts.get(base_language(tag) or ""))
 
     def expert_of(self) -> dict[str, str]:
         """Token modality → expert name under ``modality`` routing; modalities without one are left out."""

@@ -15,7 +15,7 @@ Shape letters: b rows, t positions of the call, S samples, M modality tokens of 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,6 +40,7 @@ class BatchTokens:
         num_samples: S.
         memory: ``(S, M, d)`` each sample's modality tokens (projected), zero-padded; ``None`` if unused.
         memory_mask: ``(S, M)`` True on real memory tokens.
+        langs: The S samples' ``lang`` (``None`` where unknown); empty when no adapter needs them.
     """
 
     modality: Tensor
@@ -47,7 +48,20 @@ class BatchTokens:
     num_samples: int
     memory: Tensor | None = None
     memory_mask: Tensor | None = None
+    langs: tuple[str | None, ...] = ()
     _groups: SampleGroups | None = field(default=None, init=False, repr=False)
+    _per_language: dict[object, Tensor] = field(default_factory=dict, init=False, repr=False)
+
+    def per_language(self, key: object, index_of: Callable[[str | None], int]) -> Tensor:
+        """``(b, t)`` ``index_of(lang)`` of each position's sample, -1 on padding (and where ``index_of`` says
+        -1); computed once per window for each ``key`` (every layer of one adapter kind asks the same)."""
+        out = self._per_language.get(key)
+        if out is None:
+            langs = self.langs or (None,) * self.num_samples
+            per_sample = [index_of(lang) for lang in langs] + [-1]  # the last one: padding's sample, -1
+            out = torch.tensor(per_sample, device=self.sample.device)[self.sample]
+            self._per_language[key] = out
+        return out
 
     def groups(self) -> SampleGroups:
         """The positions regrouped by sample (built once per window)."""

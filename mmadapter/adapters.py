@@ -101,7 +101,12 @@ class LLMAdapters:
     # --- batches ---------------------------------------------------------------------------------------
 
     def batch_tokens(
-        self, modality: Tensor, sample: Tensor, num_samples: int, items: Sequence[tuple[Tensor, Tensor]]
+        self,
+        modality: Tensor,
+        sample: Tensor,
+        num_samples: int,
+        items: Sequence[tuple[Tensor, Tensor]],
+        langs: Sequence[str | None] = (),
     ) -> BatchTokens | None:
         """What the adapters need to know about a batch, or ``None`` when none reads it.
 
@@ -110,10 +115,11 @@ class LLMAdapters:
             sample: ``(b, t)`` owning sample, -1 on padding.
             num_samples: S.
             items: Per modality, its projected tokens ``(N, d)`` and their samples ``(N,)``.
+            langs: The samples' ``lang``, for MoLoRA's language experts.
         """
         if not self.active:
             return None
-        tokens = BatchTokens(modality, sample, num_samples)
+        tokens = BatchTokens(modality, sample, num_samples, langs=tuple(langs))
         if self.gated_attention is not None and self.gated_attention.needs_memory and items:
             feats = [f for f, _ in items]
             owner = [o for _, o in items]
@@ -124,9 +130,10 @@ class LLMAdapters:
 
     # --- serving ---------------------------------------------------------------------------------------
 
-    def merged_llm(self, expert: str) -> PreTrainedModel:
-        """A copy of the LLM with ``expert`` folded into every MoLoRA layer and the bias/norm biases folded
-        into their layers: a plain Hugging Face model with no adapter code left.
+    def merged_llm(self, expert: str, lang: str | None = None) -> PreTrainedModel:
+        """A copy of the LLM with ``expert`` (and the language expert of ``lang``, when it has one) folded into
+        every MoLoRA layer and the bias/norm biases folded into their layers: a plain Hugging Face model with
+        no adapter code left.
 
         Raises:
             ValueError: the LLM has gated attention, or MoLoRA with learned routing, or no such expert.
@@ -140,7 +147,7 @@ class LLMAdapters:
             merged = copy.deepcopy(self.llm)
         finally:
             self.attach()
-        merge_molora(merged, expert)
+        merge_molora(merged, expert, lang)
         if self.bias_norm is not None:
             self.bias_norm.fold_into(decoder_layers(merged))
         assert not any(isinstance(m, MoLoRALinear) for m in merged.modules())

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,6 +128,7 @@ def _load_into(model: MultimodalLM, path: Path, skip: Collection[str] = ()) -> s
     except Exception as e:  # safetensors raises its own error type for a cut, empty or foreign file
         raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from e
     state = model.state_dict()
+    tensors = _rewrapped(tensors, state)
     unexpected = set(tensors) - set(state)
     if unexpected:
         raise ValueError(f"{path}: {len(unexpected)} tensor(s) the model does not have, e.g. {min(unexpected)}")
@@ -141,6 +142,18 @@ def _load_into(model: MultimodalLM, path: Path, skip: Collection[str] = ()) -> s
         )
     model.load_state_dict(tensors, strict=False)
     return set(tensors)
+
+
+def _rewrapped(tensors: dict[str, Tensor], state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``tensors`` with the names of layers that MoLoRA wraps in this model but not in the artefact's (a recipe
+    that adds MoLoRA, e.g. a language expert, to a model saved without) moved to the wrapped layer:
+    ``….q_proj.weight`` → ``….q_proj.base_layer.weight``."""
+    out = {}
+    for name, tensor in tensors.items():
+        head, _, leaf = name.rpartition(".")
+        wrapped = f"{head}.base_layer.{leaf}"
+        out[wrapped if name not in state and wrapped in state else name] = tensor
+    return out
 
 
 def rename_target(path: Path) -> Path | None:

@@ -33,6 +33,8 @@ class Sample:
     items: dict[str, list[Tensor | Data]] = field(default_factory=dict)
     raw: set[str] = field(default_factory=set)
     """Modalities whose items are raw waveforms ``(l,)`` to be featurized on the model's device."""
+    lang: str | None = None
+    """The sample's language tag (``lang``), where known."""
 
 
 @dataclass
@@ -87,6 +89,7 @@ class MultimodalBatch:
         cu_seqlens: ``(S+1,)`` int32 cumulative sample lengths, packed layout only.
         max_seqlen: Longest sample.
         skipped: Bad samples the data stream skipped since the previous batch (``SkipCounter.as_dict``).
+        langs: The S samples' language tags (``None`` where unknown; empty: none known).
     """
 
     input_ids: Tensor
@@ -99,6 +102,7 @@ class MultimodalBatch:
     cu_seqlens: Tensor | None = None
     max_seqlen: int = 0
     skipped: dict[str, Any] = field(default_factory=dict)
+    langs: list[str | None] = field(default_factory=list)
 
     @property
     def layout(self) -> Literal["packed", "padded"]:
@@ -142,6 +146,7 @@ class MultimodalBatch:
             cu_seqlens=move(self.cu_seqlens),
             max_seqlen=self.max_seqlen,
             skipped=self.skipped,
+            langs=list(self.langs),
         )
 
     @classmethod
@@ -160,6 +165,7 @@ class MultimodalBatch:
             items=_collate_items(samples),
             cu_seqlens=torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32),
             max_seqlen=max(lengths),
+            langs=[s.lang for s in samples],
         )
 
     @classmethod
@@ -190,6 +196,7 @@ class MultimodalBatch:
             items=_collate_items(samples),
             attention_mask=mask.long(),
             max_seqlen=width,
+            langs=[s.lang for s in samples],
         )
 
 

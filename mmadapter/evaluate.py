@@ -153,7 +153,7 @@ def evaluate(
         options: Decoding settings (greedy by default).
         predictions: Where to write the prediction lines; ``None`` keeps them in memory only.
         tasks: Only samples of these tasks (default: all).
-        default_lang: The language of samples without ``lang``.
+        default_lang: The language of samples without ``lang`` (for scoring, and for MoLoRA's language experts).
         device: Where to load an artefact (ignored for a model).
         overrides: Changes to an artefact's recipe at load time (``a.b=value``; ignored for a model).
         limits: Media size limits; an item above one is an error (a training run passes its ``data.limits``).
@@ -203,7 +203,7 @@ def evaluate_requests(
             collected.append(prediction)
             yield prediction
 
-    stream = keep(InferenceRunner(model, batch_size, options).predict(requests))
+    stream = keep(InferenceRunner(model, batch_size, options, default_lang=default_lang).predict(requests))
     if predictions is None:
         for _ in stream:
             pass
@@ -293,7 +293,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--predictions", type=Path, help="prediction lines (default: REPORT.predictions.jsonl next to --output)"
     )
     parser.add_argument("--task", action="append", help="evaluate only samples of this task (repeatable)")
-    parser.add_argument("--lang", help="language of samples without one (e.g. en for the English normaliser)")
+    parser.add_argument(
+        "--lang", help="language of samples without one (e.g. en for the English normaliser; language experts)"
+    )
     parser.add_argument(
         "--max-samples",
         type=positive(int),

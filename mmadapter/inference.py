@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,8 +33,9 @@ import torch
 from mmadapter.artefact import rename_target
 from mmadapter.cli_checks import check_device, check_output, check_text
 from mmadapter.data.skips import BadSample
+from mmadapter.generation import GenerationOptions, add_generation_arguments, generation_options
 from mmadapter.inference_inputs import Request, file_request, open_requests
-from mmadapter.limits import add_limit_arguments, limits_from_args, positive
+from mmadapter.limits import add_limit_arguments, limits_from_args
 
 if TYPE_CHECKING:
     from mmadapter.batch import Sample
@@ -55,55 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """Decoding settings; greedy by default, sampling when ``temperature > 0``.
-
-    Attributes:
-        max_new_tokens: Tokens generated at most per answer.
-        temperature: Softmax temperature; 0 means greedy (or beam) search.
-        top_p: Nucleus sampling mass (only when sampling).
-        num_beams: Beam search width (1: no beam search).
-        repetition_penalty: Hugging Face's repetition penalty (1: none).
-        seed: Batch ``i`` samples from torch's generators seeded with ``seed + i`` in a forked RNG state, so
-            answers are reproducible for a given batch size and the caller's RNG (e.g. a trainer's) is untouched.
-    """
-
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
-    num_beams: int = 1
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.max_new_tokens < 1:
-            problems.append(f"max_new_tokens must be ≥ 1, not {self.max_new_tokens}")
-        if not 0 <= self.temperature < math.inf:
-            problems.append(f"temperature must be ≥ 0 and finite, not {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"top_p must be in (0, 1], not {self.top_p}")
-        if self.num_beams < 1:
-            problems.append(f"num_beams must be ≥ 1, not {self.num_beams}")
-        if not 0 < self.repetition_penalty < math.inf:
-            problems.append(f"repetition_penalty must be > 0 and finite, not {self.repetition_penalty}")
-        if problems:
-            raise ValueError("bad generation options: " + "; ".join(problems))
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :meth:`MultimodalLM.generate` (Hugging Face ``generate``)."""
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "num_beams": self.num_beams,
-            "repetition_penalty": self.repetition_penalty,
-            "do_sample": self.temperature > 0,
-        }
-        if self.temperature > 0:
-            kwargs |= {"temperature": self.temperature, "top_p": self.top_p}
-        return kwargs
 
 
 @dataclass(frozen=True)
@@ -150,6 +101,7 @@ class InferenceRunner:
         options: Decoding settings.
         log_failures: Log each failed item as a warning (off where the caller reports the failure itself, as
             single-file ``mmadapter infer`` does).
+        default_lang: The language of requests without one (MoLoRA's language experts route by it).
     """
 
     def __init__(
@@ -158,6 +110,7 @@ class InferenceRunner:
         batch_size: int = 8,
         options: GenerationOptions | None = None,
         log_failures: bool = True,
+        default_lang: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, not {batch_size}")
@@ -165,6 +118,7 @@ class InferenceRunner:
         self.batch_size = batch_size
         self.options = options or GenerationOptions()
         self.log_failures = log_failures
+        self.default_lang = default_lang
 
     def predict(self, requests: Iterable[Request]) -> Iterator[Prediction]:
         """One :class:`Prediction` per request, in order; requests are read lazily, a batch at a time."""
@@ -223,7 +177,10 @@ class InferenceRunner:
         for modality in request.items:
             if modality not in self.model.encoders:
                 raise ValueError(f"the input has {modality} items but the model has no {modality} encoder ({have=})")
-        return self.model.prepare(request.key or "", request.messages, request.items, add_generation_prompt=True)
+        lang = request.lang or self.default_lang
+        return self.model.prepare(
+            request.key or "", request.messages, request.items, add_generation_prompt=True, lang=lang
+        )
 
     def _generate(self, samples: Sequence[Sample]) -> list[str | BaseException]:
         if not samples:
@@ -298,40 +255,6 @@ def load_model(checkpoint: Path | str, device: str | None = None, overrides: Seq
 # --- command line ---------------------------------------------------------------------------------------------
 
 
-def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by ``mmadapter infer`` and ``mmadapter eval``: batching, device, recipe overrides
-    and decoding."""
-    defaults = GenerationOptions()
-    parser.add_argument("--batch-size", type=positive(int), default=8, help="items generated together (default: 8)")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a change to the artefact's recipe at load time, e.g. model.llm.name_or_path=/new/place (repeatable)",
-    )
-    g = parser.add_argument_group("generation")
-    g.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="tokens per answer at most")
-    g.add_argument("--temperature", type=float, default=defaults.temperature, help="> 0 samples; 0 is greedy")
-    g.add_argument("--top-p", type=float, default=defaults.top_p, help="nucleus mass when sampling")
-    g.add_argument("--num-beams", type=int, default=defaults.num_beams, help="beam search width")
-    g.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty, help="1 is none")
-    g.add_argument("--seed", type=int, default=None, help="seed for sampling")
-
-
-def generation_options(args: argparse.Namespace) -> GenerationOptions:
-    """The :class:`GenerationOptions` of parsed arguments (see :func:`add_generation_arguments`)."""
-    return GenerationOptions(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        num_beams=args.num_beams,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
-    )
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``mmadapter infer``; pair with :func:`run`."""
     parser.add_argument("--checkpoint", required=True, type=Path, help="artefact directory (a training run)")
@@ -346,6 +269,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input", nargs="+", metavar="INPUT", help="a folder, a MANIFEST.jsonl, or shards (.tar / brace pattern)"
     )
     batch.add_argument("--output", type=Path, help="OUT.jsonl: {key, output} or {key, error} per item")
+    parser.add_argument(
+        "--lang", help="language of the input (of batch items without one), for a model with language experts"
+    )
     add_generation_arguments(parser)
     add_limit_arguments(parser)
 
@@ -376,7 +302,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"mmadapter infer: error: {request.error}", file=sys.stderr)
             return 1
         model = load_model(args.checkpoint, args.device, args.override)
-        prediction = InferenceRunner(model, 1, options, log_failures=False).predict_batch([request])[0]
+        runner = InferenceRunner(model, 1, options, log_failures=False, default_lang=args.lang)
+        prediction = runner.predict_batch([request])[0]
         if not prediction.ok:
             print(f"mmadapter infer: error: {prediction.error}", file=sys.stderr)
             return 1
@@ -384,7 +311,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     requests = open_requests(args.input, args.prompt, limits)
     model = load_model(args.checkpoint, args.device, args.override)
-    counts = write_predictions(InferenceRunner(model, args.batch_size, options).predict(requests), args.output)
+    runner = InferenceRunner(model, args.batch_size, options, default_lang=args.lang)
+    counts = write_predictions(runner.predict(requests), args.output)
     answered = counts["written"] - counts["errors"]
     summary = sys.stderr if rename_target(args.output) is None else sys.stdout  # keep a piped JSONL stream clean
     done = f"wrote {counts['written']} line(s) to {args.output}: {answered} answered, {counts['errors']} error(s)"

@@ -26,6 +26,8 @@ from typing import Literal, get_args
 import jiwer
 import sacrebleu
 
+from mmadapter.languages import base_language, language_tag
+
 __all__ = [
     "CER_LANGUAGES",
     "METRICS",
@@ -49,30 +51,6 @@ CER_LANGUAGES: frozenset[str] = frozenset({"zh", "ja", "th"})
 _SPACES = re.compile(r"\s+")
 # sacrebleu tokenisers for languages its default 13a tokeniser cannot split.
 _BLEU_TOKENIZERS = {"zh": "zh", "ja": "char", "th": "char"}
-
-
-def base_language(lang: str | None) -> str | None:
-    """The base code of a language tag, lower-cased: ``zh-CN`` → ``zh``, ``en_US`` → ``en``."""
-    if not lang:
-        return None
-    return re.split(r"[-_]", lang.strip(), maxsplit=1)[0].lower() or None
-
-
-def language_tag(lang: str | None) -> str | None:
-    """A language tag in its usual case, so that spellings of one tag group together: ``ZH-cn`` → ``zh-CN``,
-    ``en_us`` → ``en-US``, ``zh-hant-tw`` → ``zh-Hant-TW`` (language lower, script title, region upper)."""
-    if not lang or not lang.strip():
-        return None
-    first, *rest = re.split(r"[-_]", lang.strip())
-    subtags = [first.lower()]
-    for part in rest:
-        if len(part) == 4 and part.isalpha():
-            subtags.append(part.title())
-        elif (len(part) == 2 and part.isalpha()) or (len(part) == 3 and part.isdigit()):
-            subtags.append(part.upper())
-        else:
-            subtags.append(part.lower())
-    return "-".join(subtags)
 
 
 def text_normaliser(lang: str | None) -> Callable[[str], str]:

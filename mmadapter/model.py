@@ -191,7 +191,7 @@ class MultimodalLM(nn.Module):
             if self.adapters.in_sequence:
                 embeds = embeds.masked_scatter(slots[..., None], flat)
             memory.append((flat, items.sample.repeat_interleave(lengths)))
-        info = self.adapters.batch_tokens(batch.token_modality, token_sample, batch.num_samples, memory)
+        info = self.adapters.batch_tokens(batch.token_modality, token_sample, batch.num_samples, memory, batch.langs)
         return embeds, info
 
     def _check_slots(
@@ -279,9 +279,10 @@ class MultimodalLM(nn.Module):
         items: Mapping[str, Sequence[Any]] | None = None,
         *,
         add_generation_prompt: bool = False,
+        lang: str | None = None,
     ) -> Sample:
         """Transform raw items (waveforms, PIL images, decoded graph arrays) and tokenize a conversation into a
-        :class:`Sample`."""
+        :class:`Sample` (in language ``lang``, which MoLoRA's language experts route by)."""
         inputs: dict[str, list[Any]] = {}
         lengths: dict[str, list[int]] = {}
         raw = set()
@@ -295,7 +296,7 @@ class MultimodalLM(nn.Module):
                 inputs[m] = [encoder.transform(x) for x in xs]
                 lengths[m] = [self.item_length(m, encoder.input_length(x)) for x in inputs[m]]
         chat = encode_chat(self.tokenizer, messages, lengths, add_generation_prompt=add_generation_prompt)
-        return Sample(key, chat, inputs, raw=raw)
+        return Sample(key, chat, inputs, raw=raw, lang=lang)
 
     def prepare_decoded(self, decoded: Mapping[str, Any], *, add_generation_prompt: bool = False) -> Sample:
         """A decoded shard sample (:class:`mmadapter.data.members.DecodedSample`) → :class:`Sample`.
@@ -308,7 +309,9 @@ class MultimodalLM(nn.Module):
             if m not in self.encoders:
                 detail = f"has {m} items but the model has no {m} encoder"
                 raise BadSample("placeholder_mismatch", decoded["key"], detail)
-        return self.prepare(decoded["key"], decoded["messages"], items, add_generation_prompt=add_generation_prompt)
+        lang = (decoded.get("meta") or {}).get("lang")
+        prompt, key = add_generation_prompt, decoded["key"]
+        return self.prepare(key, decoded["messages"], items, add_generation_prompt=prompt, lang=_text_or_none(lang))
 
     @torch.no_grad()
     def generate(self, samples: Sequence[Sample], **options: Any) -> list[str]:
@@ -338,10 +341,11 @@ class MultimodalLM(nn.Module):
                 )
         return [s.strip() for s in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
-    def merged_llm(self, expert: str = "text") -> PreTrainedModel:
-        """A plain copy of the LLM for serving one modality with zero overhead: the MoLoRA ``expert`` and the
-        bias/norm biases folded into its weights (see :meth:`mmadapter.adapters.LLMAdapters.merged_llm`)."""
-        return self.adapters.merged_llm(expert)
+    def merged_llm(self, expert: str = "text", lang: str | None = None) -> PreTrainedModel:
+        """A plain copy of the LLM for serving one modality (in one language) with zero overhead: the MoLoRA
+        ``expert``, ``lang``'s language expert and the bias/norm biases folded into its weights (see
+        :meth:`mmadapter.adapters.LLMAdapters.merged_llm`)."""
+        return self.adapters.merged_llm(expert, lang)
 
     @property
     def device(self) -> torch.device:
@@ -389,3 +393,7 @@ class MultimodalLM(nn.Module):
 
 def _trains(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -6,7 +6,9 @@ The experts are one rank-(E·r) LoRA whose rank blocks are weighted per token, s
 matrix products, never a loop over experts. Weights ``w``:
 
 - ``modality``: one-hot, the expert of the token's modality (PILL's MoMAE / OneLLM style hard routing);
-  each expert can be merged into a copy of the base weights (:meth:`MoLoRALinear.merge`).
+  each expert can be merged into a copy of the base weights (:meth:`MoLoRALinear.merge`). Language experts
+  (``language_experts``) add one more expert with weight 1 to every token of a sample in their language:
+  a LoRA for a new language that leaves samples of every other language exactly as they were.
 - ``soft``: ``softmax(router(x))`` over all experts (LoRAMoE).
 - ``topk``: the ``top_k`` largest router probabilities, renormalised (MixLoRA); with ``top_k = 1`` the kept
   probability is used as is (Switch Transformer), since renormalising it to 1 would cut the router off from
@@ -23,7 +25,7 @@ Shape letters: b rows, t positions, i input features, o output features, E exper
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -51,6 +53,8 @@ class MoLoRALinear(nn.Module):
         routing: ``modality``, ``soft`` or ``topk`` (see the module docstring).
         top_k: Experts kept per token with ``topk``.
         expert_of: Token modality name → expert name, for ``modality`` routing (default: same names).
+        language_expert: A sample's ``lang`` → the expert its tokens use besides their modality's, or ``None``
+            (``modality`` routing; :meth:`~mmadapter.adapter_config.MoLoRAConfig.language_expert`).
         context: Where the token modalities come from; without one every token is text.
     """
 
@@ -65,6 +69,7 @@ class MoLoRALinear(nn.Module):
         routing: Routing = "modality",
         top_k: int = 1,
         expert_of: Mapping[str, str] | None = None,
+        language_expert: Callable[[str | None], str | None] | None = None,
         context: AdapterContext | None = None,
     ) -> None:
         super().__init__()
@@ -88,6 +93,9 @@ class MoLoRALinear(nn.Module):
                 raise ValueError(f"modality routing needs an expert for text tokens; experts: {self.experts}")
             index = [self.experts.index(names.get(m, names["text"])) for m in TOKEN_MODALITIES]
             self.register_buffer("expert_index", torch.tensor(index, device=w.device), persistent=False)
+        elif language_expert is not None:
+            raise ValueError(f"language experts need modality routing, not {routing!r}")
+        self.language_expert = language_expert
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -129,7 +137,11 @@ class MoLoRALinear(nn.Module):
         E = len(self.experts)
         if self.routing == "modality":
             modality = tokens.modality if tokens is not None else x.new_zeros(x.shape[:-1], dtype=torch.long)
-            return F.one_hot(self.expert_index[modality.to(self.expert_index.device)], E).to(x.dtype)
+            weights = F.one_hot(self.expert_index[modality.to(self.expert_index.device)], E)
+            if self.language_expert is not None and tokens is not None:
+                extra = tokens.per_language(("molora", *self.experts), self._language_index).to(weights.device)
+                weights = weights + F.one_hot(extra.clamp(min=0), E) * (extra >= 0)[..., None]
+            return weights.to(x.dtype)
         assert self.router is not None
         probs = torch.softmax(self.router(x.to(self.router.weight.dtype)).float(), dim=-1)  # (b, t, E)
         if self.routing == "soft":
@@ -142,9 +154,14 @@ class MoLoRALinear(nn.Module):
             self.context.add_aux("balance_loss", balance_loss(probs, idx, E, valid))
         return torch.zeros_like(probs).scatter(-1, idx, top)
 
+    def _language_index(self, lang: str | None) -> int:
+        expert = self.language_expert(lang) if self.language_expert is not None else None
+        return -1 if expert is None else self.experts.index(expert)
+
     @torch.no_grad()
-    def merge(self, expert: str) -> nn.Linear:
-        """A plain ``nn.Linear`` equal to this layer when every token uses ``expert`` (``modality`` routing).
+    def merge(self, expert: str, lang: str | None = None) -> nn.Linear:
+        """A plain ``nn.Linear`` equal to this layer when every token uses ``expert`` (``modality`` routing),
+        and, for tokens of a sample in ``lang``, that language's expert too.
 
         Raises:
             ValueError: the routing is learned (soft / topk), or ``expert`` does not exist.
@@ -156,7 +173,11 @@ class MoLoRALinear(nn.Module):
         base = self.base_layer
         out = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
         out.to(device=base.weight.device, dtype=base.weight.dtype)
-        delta = self.lora_B[expert].weight.float() @ self.lora_A[expert].weight.float() * self.scaling
+        index = self._language_index(lang)
+        delta = sum(
+            self.lora_B[e].weight.float() @ self.lora_A[e].weight.float() * self.scaling
+            for e in [expert, *([self.experts[index]] if index >= 0 else [])]
+        )
         out.weight.copy_(base.weight.float() + delta)
         if base.bias is not None:
             out.bias.copy_(base.bias)
@@ -209,6 +230,7 @@ def attach_molora(layers: nn.ModuleList, config: MoLoRAConfig, context: AdapterC
                 routing=config.routing,
                 top_k=config.top_k,
                 expert_of=config.expert_of(),
+                language_expert=config.language_expert if config.language_experts else None,
                 context=context,
             )
             layer.set_submodule(path, module)
@@ -216,8 +238,9 @@ def attach_molora(layers: nn.ModuleList, config: MoLoRAConfig, context: AdapterC
     return wrapped
 
 
-def merge_molora(module: nn.Module, expert: str) -> None:
-    """Replace, in place, every :class:`MoLoRALinear` inside ``module`` by its merged ``nn.Linear`` for ``expert``."""
+def merge_molora(module: nn.Module, expert: str, lang: str | None = None) -> None:
+    """Replace, in place, every :class:`MoLoRALinear` inside ``module`` by its merged ``nn.Linear`` for ``expert``
+    (and ``lang``'s language expert, see :meth:`MoLoRALinear.merge`)."""
     for path, sub in list(module.named_modules()):
         if isinstance(sub, MoLoRALinear):
-            module.set_submodule(path, sub.merge(expert))
+            module.set_submodule(path, sub.merge(expert, lang))
