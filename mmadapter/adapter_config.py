@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mmadapter.languages import base_language, language_tag
+from mmadapter.languages import language_tag
 
 __all__ = ["TOKEN_MODALITIES", "BiasNormConfig", "GatedAttentionConfig", "MoLoRAConfig"]
 
@@ -19,6 +19,7 @@ TOKEN_MODALITIES: tuple[str, ...] = ("text", "audio", "image", "graph")
 """What a token of the LLM sequence can be (``token_modality`` ids 0–3, in this order)."""
 
 _EXPERT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
 
 
 class _AdapterSection(BaseModel):
@@ -63,7 +64,7 @@ class MoLoRAConfig(_AdapterSection):
     @classmethod
     def _languages(cls, languages: dict[str, str]) -> dict[str, str]:
         tags = {lang: language_tag(lang) for lang in languages}
-        if not all(tags.values()):
+        if not all(_LANGUAGE_TAG.fullmatch(lang.strip()) for lang in languages):
             raise ValueError(f"language_experts keys must be language tags (e.g. de, pt-BR), got {list(languages)}")
         if len(set(tags.values())) != len(tags):
             raise ValueError(f"language_experts names one language twice: {list(languages)}")
@@ -95,12 +96,14 @@ class MoLoRAConfig(_AdapterSection):
             raise ValueError(f"expert(s) {shared} serve a modality and a language; give the language its own expert")
 
     def language_expert(self, lang: str | None) -> str | None:
-        """The language expert of a sample's ``lang``: its tag's (``pt-BR``), else its base language's (``de``
-        for ``de-AT``), else ``None``."""
+        """The language expert of a sample's ``lang``: that of its tag or of the longest prefix of it that has
+        one (``zh-Hant-TW``, then ``zh-Hant``, then ``zh``), else ``None``."""
         tag = language_tag(lang)
-        if tag is None:
-            return None
-        return self.language_experts.get(tag, self.language_experts.get(base_language(tag) or ""))
+        while tag:
+            if tag in self.language_experts:
+                return self.language_experts[tag]
+            tag = tag.rpartition("-")[0]
+        return None
 
     def expert_of(self) -> dict[str, str]:
         """Token modality → expert name under ``modality`` routing; modalities without one are left out."""

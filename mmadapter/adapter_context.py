@@ -40,7 +40,7 @@ class BatchTokens:
         num_samples: S.
         memory: ``(S, M, d)`` each sample's modality tokens (projected), zero-padded; ``None`` if unused.
         memory_mask: ``(S, M)`` True on real memory tokens.
-        langs: The S samples' ``lang`` (``None`` where unknown); empty when no adapter needs them.
+        langs: The S samples' ``lang`` (``None`` where unknown); empty: none known.
     """
 
     modality: Tensor
@@ -51,6 +51,10 @@ class BatchTokens:
     langs: tuple[str | None, ...] = ()
     _groups: SampleGroups | None = field(default=None, init=False, repr=False)
     _per_language: dict[object, Tensor] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.langs and len(self.langs) != self.num_samples:
+            raise ValueError(f"{len(self.langs)} sample languages for {self.num_samples} samples")
 
     def per_language(self, key: object, index_of: Callable[[str | None], int]) -> Tensor:
         """``(b, t)`` ``index_of(lang)`` of each position's sample, -1 on padding (and where ``index_of`` says

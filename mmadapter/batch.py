@@ -89,7 +89,7 @@ class MultimodalBatch:
         cu_seqlens: ``(S+1,)`` int32 cumulative sample lengths, packed layout only.
         max_seqlen: Longest sample.
         skipped: Bad samples the data stream skipped since the previous batch (``SkipCounter.as_dict``).
-        langs: The S samples' language tags (``None`` where unknown; empty: none known).
+        langs: The S samples' language tags (``None`` where unknown; :meth:`pack` and :meth:`pad` fill them).
     """
 
     input_ids: Tensor

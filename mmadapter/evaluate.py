@@ -42,8 +42,9 @@ from mmadapter.inference import (
     write_predictions,
 )
 from mmadapter.inference_inputs import Request, first_requests, open_requests
+from mmadapter.languages import language_tag
 from mmadapter.limits import DEFAULT_LIMITS, MediaLimits, add_limit_arguments, limits_from_args, positive
-from mmadapter.metrics import METRICS, Metric, corpus_score, language_tag, metric_for
+from mmadapter.metrics import METRICS, Metric, corpus_score, metric_for
 from mmadapter.prediction_lines import first_lines, kept_lines, read_predictions
 
 if TYPE_CHECKING:

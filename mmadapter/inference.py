@@ -109,6 +109,7 @@ class InferenceRunner:
         model: MultimodalLM,
         batch_size: int = 8,
         options: GenerationOptions | None = None,
+        *,
         log_failures: bool = True,
         default_lang: str | None = None,
     ) -> None:
@@ -211,9 +212,10 @@ def infer_items(
     requests: Iterable[Request],
     batch_size: int = 8,
     options: GenerationOptions | None = None,
+    default_lang: str | None = None,
 ) -> Iterator[Prediction]:
-    """Shorthand for ``InferenceRunner(model, batch_size, options).predict(requests)``."""
-    return InferenceRunner(model, batch_size, options).predict(requests)
+    """Shorthand for ``InferenceRunner(model, batch_size, options, default_lang=...).predict(requests)``."""
+    return InferenceRunner(model, batch_size, options, default_lang=default_lang).predict(requests)
 
 
 def write_predictions(predictions: Iterable[Prediction], path: Path | str) -> dict[str, int]:

@@ -222,11 +222,15 @@ def _shard_requests(urls: list[str], limits: MediaLimits) -> Iterator[Request]:
         cut = truncated_tail(url)
         if cut is not None:
             errors.handler(cut)
-        samples = wds.tarfile_to_samples(handler=errors.handler)(iter([{"url": url}]))
-        for raw in marking_the_cut_end(samples, errors.is_cut):
-            yield from errors.failed()
+        samples = errors.noting(wds.tarfile_to_samples(handler=errors.handler)(iter([{"url": url}])))
+        for raw in marking_the_cut_end(samples, errors.is_cut):  # one sample ahead, to know the last one
+            if raw.pop(_AFTER_ERRORS):
+                yield from errors.failed()
             yield _shard_request(raw, limits)
         yield from errors.failed()
+
+
+_AFTER_ERRORS = "__after_errors__"
 
 
 class _ReadErrors:
@@ -247,6 +251,13 @@ class _ReadErrors:
 
     def is_cut(self) -> bool:
         return self.cut
+
+    def noting(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """``samples``, each marked with whether an error came before it (so that reading ahead does not
+        report an error before the samples read ahead of it)."""
+        for raw in samples:
+            raw[_AFTER_ERRORS] = bool(self.errors)
+            yield raw
 
     def failed(self) -> Iterator[Request]:
         errors, self.errors = self.errors, []

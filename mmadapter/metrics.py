@@ -26,19 +26,17 @@ from typing import Literal, get_args
 import jiwer
 import sacrebleu
 
-from mmadapter.languages import base_language, language_tag
+from mmadapter.languages import base_language
 
 __all__ = [
     "CER_LANGUAGES",
     "METRICS",
     "Metric",
     "accuracy",
-    "base_language",
     "bleu",
     "chrf",
     "corpus_score",
     "error_rate",
-    "language_tag",
     "metric_for",
     "normalise_for_error_rate",
     "text_normaliser",

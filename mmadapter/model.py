@@ -309,9 +309,9 @@ class MultimodalLM(nn.Module):
             if m not in self.encoders:
                 detail = f"has {m} items but the model has no {m} encoder"
                 raise BadSample("placeholder_mismatch", decoded["key"], detail)
-        lang = (decoded.get("meta") or {}).get("lang")
-        prompt, key = add_generation_prompt, decoded["key"]
-        return self.prepare(key, decoded["messages"], items, add_generation_prompt=prompt, lang=_text_or_none(lang))
+        lang = _text_or_none((decoded.get("meta") or {}).get("lang"))
+        messages = decoded["messages"]
+        return self.prepare(decoded["key"], messages, items, add_generation_prompt=add_generation_prompt, lang=lang)
 
     @torch.no_grad()
     def generate(self, samples: Sequence[Sample], **options: Any) -> list[str]:

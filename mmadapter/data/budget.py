@@ -35,10 +35,12 @@ def sample_key(member: str) -> str | None:
 @dataclass(frozen=True)
 class SampleBudget:
     """The first samples of a shard set: the first ``counts[url]`` samples of each shard it needs, in the
-    set's order; their keys as ``(url, key)`` in ``keys``."""
+    set's order; their keys as ``(url, key)`` in ``keys``; ``whole``: the shards it takes to their end (or
+    cut), all of them but the last one it reads, where it stops before the end."""
 
     keys: frozenset[tuple[str, str]]
     counts: dict[str, int]
+    whole: frozenset[str] = frozenset()
 
     @property
     def urls(self) -> list[str]:
@@ -80,11 +82,11 @@ def first_samples(urls: Sequence[str], n: int) -> SampleBudget:
                     if key is None or key == last:
                         continue
                     if taken == n:
-                        return SampleBudget(frozenset(keys), counts)
+                        return SampleBudget(frozenset(keys), counts, frozenset(counts) - {url})
                     keys.add((url, key))
                     counts[url] = counts.get(url, 0) + 1
                     taken += 1
                     last = key
             except (tarfile.ReadError, EOFError):
                 pass  # a truncated shard: the stream counts it; its members before the cut still count here
-    return SampleBudget(frozenset(keys), counts)
+    return SampleBudget(frozenset(keys), counts, frozenset(counts))

@@ -303,12 +303,10 @@ class _ShardReads:
                 self.cut.add(url)
                 self.counter.record(cut)
             members = wds.tarfile_to_samples(handler=self.handler)(iter([source]))
-            # The members before a cut are still good; the last sample may have lost some to it.
-            marked = marking_the_cut_end(members, lambda url=url: url in self.cut)
-            read = marked if self.budget is None else itertools.islice(marked, self.budget.counts[url])
+            read = members if self.budget is None else itertools.islice(members, self.budget.counts[url])
             gave = False
-            try:
-                for sample in read:
+            try:  # the members before a cut are still good; the last sample may have lost some to it
+                for sample in marking_the_cut_end(read, lambda url=url: self._cut_at_end(url)):
                     gave = True
                     yield sample
             finally:
@@ -317,6 +315,10 @@ class _ShardReads:
                     source["stream"].close()
             if not gave and self.counter.skipped == skipped:
                 self.counter.record_barren(url)
+
+    def _cut_at_end(self, url: str) -> bool:
+        """The read of ``url`` that just ended stopped at a cut (not where a budget stops it before the end)."""
+        return url in self.cut and (self.budget is None or url in self.budget.whole)
 
     def handler(self, exc: BaseException) -> bool:
         """Count what a read raised (webdataset reports a tar error twice: member iterator, then expander)."""

@@ -8,7 +8,8 @@ matrix products, never a loop over experts. Weights ``w``:
 - ``modality``: one-hot, the expert of the token's modality (PILL's MoMAE / OneLLM style hard routing);
   each expert can be merged into a copy of the base weights (:meth:`MoLoRALinear.merge`). Language experts
   (``language_experts``) add one more expert with weight 1 to every token of a sample in their language:
-  a LoRA for a new language that leaves samples of every other language exactly as they were.
+  a LoRA for a new language that leaves samples of every other language as they were (bit for bit where the
+  kernels round alike; the extra rank block changes the matrix sizes).
 - ``soft``: ``softmax(router(x))`` over all experts (LoRAMoE).
 - ``topk``: the ``top_k`` largest router probabilities, renormalised (MixLoRA); with ``top_k = 1`` the kept
   probability is used as is (Switch Transformer), since renormalising it to 1 would cut the router off from
@@ -176,7 +177,7 @@ class MoLoRALinear(nn.Module):
         index = self._language_index(lang)
         delta = sum(
             self.lora_B[e].weight.float() @ self.lora_A[e].weight.float() * self.scaling
-            for e in [expert, *([self.experts[index]] if index >= 0 else [])]
+            for e in dict.fromkeys([expert, *([self.experts[index]] if index >= 0 else [])])
         )
         out.weight.copy_(base.weight.float() + delta)
         if base.bias is not None:

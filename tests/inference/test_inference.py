@@ -15,7 +15,7 @@ from conftest import infer_cli as infer
 from mmadapter import inference
 from mmadapter.data import DEFAULT_PROMPTS, decode_audio
 from mmadapter.inference import GenerationOptions, InferenceRunner
-from mmadapter.inference_inputs import file_request
+from mmadapter.inference_inputs import file_request, first_requests
 from mmadapter.model import MultimodalLM
 
 MEDIA = ROOT / "tests" / "assets" / "media"
@@ -263,3 +263,12 @@ def test_the_sample_a_cut_falls_in_fails_as_truncated_tar(tmp_path, through_a_pi
     assert set(failed) == {None, "s2"}  # the shard's cut, and the sample it cut
     assert "truncated_tar" in failed[None]
     assert failed["s2"].startswith("sample 's2'") and "truncated_tar: the last sample before the cut" in failed["s2"]
+
+
+@pytest.mark.parametrize("through_a_pipe", [False, True])
+def test_the_first_items_of_a_cut_shard_report_its_cut_where_the_reader_met_it(tmp_path, through_a_pipe) -> None:
+    tar_cut_in_last_sample(tmp_path / "cut.tar")
+    url = f"pipe:cat {tmp_path / 'cut.tar'}" if through_a_pipe else str(tmp_path / "cut.tar")
+    got = [(r.key, r.error is None) for r in first_requests(inference.open_requests(url), 2)]
+    # a local shard's cut is found before reading (its tail); a pipe's only past the second sample
+    assert got == ([("s0", True), ("s1", True)] if through_a_pipe else [(None, False), ("s0", True), ("s1", True)])

@@ -6,7 +6,8 @@ import jiwer
 import pytest
 import sacrebleu
 
-from mmadapter.metrics import accuracy, base_language, corpus_score, error_rate, language_tag, metric_for
+from mmadapter.languages import base_language, language_tag
+from mmadapter.metrics import accuracy, corpus_score, error_rate, metric_for
 
 
 def test_the_normaliser_is_applied() -> None:

@@ -183,3 +183,44 @@ def test_molora_added_to_an_artefact_saved_without_it_starts_from_the_artefacts_
     batch = samples(model, ["de", "en"])
     for ours, theirs in zip(per_sample_logits(model, batch), per_sample_logits(before, batch), strict=True):
         assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_a_language_key_must_be_a_tag_and_the_longest_matching_prefix_wins() -> None:
+    for bad in ("german", "de de", "-de"):
+        with pytest.raises(ValueError, match="must be language tags"):
+            MoLoRAConfig(experts=["text", "x"], language_experts={bad: "x"})
+    config = MoLoRAConfig(experts=["text", "zh", "hant"], language_experts={"zh": "zh", "zh-Hant": "hant"})
+    assert [config.language_expert(t) for t in ("zh-hant-TW", "zh-Hant", "zh-CN", "zh", "ja", None)] == [
+        "hant",
+        "hant",
+        "zh",
+        "zh",
+        None,
+        None,
+    ]
+
+
+def test_a_language_expert_merged_as_the_expert_counts_once() -> None:
+    model = wake(build(LANGUAGE))
+    layer = model.adapters.molora[0]
+    assert torch.equal(layer.merge("de", "de").weight, layer.merge("de").weight)
+
+
+def test_sample_languages_must_match_the_samples() -> None:
+    with pytest.raises(ValueError, match="2 sample languages for 3 samples"):
+        BatchTokens(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long), 3, langs=("de", "en"))
+
+
+@pytest.mark.parametrize("options", [{}, {"num_beams": 3}, {"num_beams": 2, "num_return_sequences": 2}])
+def test_batched_generation_routes_each_sample_by_its_language(options: dict) -> None:
+    model = wake(build(LANGUAGE, "model.llm.config.initializer_range=0.6"))
+    audio = random_audio(1.0, 1)
+    prompts = [
+        model.prepare(f"p{i}", chat("Say <audio>"), {"audio": [audio]}, add_generation_prompt=True, lang=lang)
+        for i, lang in enumerate(["de", "en", None, "de-AT"])
+    ]
+    together = model.generate(prompts, max_new_tokens=5, **options)
+    alone = [out for p in prompts for out in model.generate([p], max_new_tokens=5, **options)]
+    assert together == alone
+    k = options.get("num_return_sequences", 1)
+    assert together[:k] == together[3 * k :] and together[:k] != together[k : 2 * k]  # de-AT as de; en otherwise
