@@ -150,6 +150,15 @@ class MultimodalBatch:
         )
 
     @classmethod
+    def empty(cls) -> MultimodalBatch:
+        """A batch of no samples (packed layout): what a one-pass stream that gave no batch ends with, to carry
+        the skips it counted (:attr:`skipped`) to the trainer."""
+        nothing = torch.zeros((1, 0), dtype=torch.long)
+        return cls(
+            nothing, nothing.clone(), nothing.clone(), nothing.clone(), [], cu_seqlens=torch.zeros(1, dtype=torch.int32)
+        )
+
+    @classmethod
     def pack(cls, samples: Sequence[Sample]) -> MultimodalBatch:
         """Concatenate samples into one row (the training layout)."""
         if not samples:

@@ -14,7 +14,9 @@ The stream is a visible list of small stages (:func:`sample_stages`), each a fun
 Everything random is seeded from ``(seed, epoch, rank, worker)``, so the stream is deterministic and a
 resumed run regenerates it and skips the batches it had consumed. Bad samples are skipped through the one
 :class:`SkipCounter` handler of each worker; each batch carries the skips counted since the previous one
-(``batch.skipped``) so the trainer can sum them across workers and ranks. A resampled stream in which
+(``batch.skipped``) so the trainer can sum them across workers and ranks, and a one-pass (validation) stream
+of a worker that gave no batch but skipped samples ends with an empty batch that carries them
+(:meth:`MultimodalBatch.empty`). A resampled stream in which
 :data:`GIVE_UP_AFTER` samples and shard reads in a row give nothing (skipped samples, empty or unreadable
 shards) stops with :class:`NoUsableSamples` rather than spinning forever without a batch.
 """
@@ -250,6 +252,8 @@ class ShardStream(IterableDataset):
             pending = batch
         if pending is not None:
             yield with_skips(pending)
+        elif not self.resampled and counter.skipped:  # one pass, nothing passed: still report what it skipped
+            yield with_skips(MultimodalBatch.empty())
 
 
 def _naming_set(samples: Iterator[Sample], spec: str | Sequence[str]) -> Iterator[Sample]:

@@ -152,21 +152,22 @@ class StageModule(L.LightningModule):
     def validation_step(self, batch: MultimodalBatch, batch_idx: int) -> None:
         if batch.skipped:
             self._val_skips.merge(batch.skipped)
+        if not batch.num_samples:  # a loader worker that skipped every sample: it brings only its skips
+            return
         out = self.model(batch)
         self._val += torch.tensor([float(out.loss) * out.num_labels, out.num_labels], dtype=torch.float64)
 
     def on_validation_epoch_end(self) -> None:
         counts = torch.tensor([self._val_skips.skipped, self._val_skips.seen], dtype=torch.float64)
         total = self.trainer.strategy.reduce(torch.cat([self._val, counts]).to(self.device), reduce_op="sum")
-        if float(total[3]) > 0:  # skips reach this process with the batches: a pass without any has no count
+        if float(total[3]) > 0:  # the skips reach this process with the batches (an empty one when none passed)
             self.log("val_skipped", float(total[2]), batch_size=1)
         if float(total[1]) > 0:
             self.log("val_loss", float(total[0] / total[1]), prog_bar=True, batch_size=1)
         elif self.trainer.is_global_zero:
             log.warning(
                 "validation at step %d scored no labelled token, so val_loss is not logged: the validation "
-                "shards gave no batch, or none with a labelled token (%s; the skips of a pass that gave no batch "
-                "are only in the log above)",
+                "shards gave no batch, or none with a labelled token (%s)",
                 self.global_step,
                 self._val_skips.summary(),
             )

@@ -359,3 +359,17 @@ def test_a_budget_up_to_the_cut_still_names_the_cut_sample(model: MultimodalLM, 
         for batch in batches:
             counts.merge(batch.skipped)
         assert (sorted(keys(batches)), counts.by_reason()) == (["s0", "s1"], want)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_pass_that_gives_no_batch_ends_with_an_empty_batch_carrying_its_skips(
+    model: MultimodalLM, tmp_path: Path, workers: int
+) -> None:
+    ds = stream(model, unusable_samples(tmp_path / "bad.tar"), max_tokens=100)
+    loader = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda b: b)
+    (batch,) = list(loader)
+    assert (batch.num_samples, batch.num_tokens(), batch.input_ids.shape) == (0, 0, (1, 0))
+    assert SkipCounter().merge(batch.skipped).by_reason() == {"bad_json": 1, "too_long": 1}
+    assert list(stream(model, [str(ASSETS / "shard-000000.tar")], max_tokens=400))[-1].num_samples > 0
+    (tmp_path / "empty.tar").write_bytes(b"\0" * 1024)  # a pass that skipped nothing gives nothing
+    assert list(stream(model, str(tmp_path / "empty.tar"))) == []

@@ -284,18 +284,21 @@ def test_a_run_that_skips_every_sample_stops_with_a_clear_error(tmp_path: Path, 
     assert "Traceback" not in err and len(err.splitlines()) == 1  # not the loader worker's traceback
 
 
-def test_validation_counts_its_skips_and_says_when_it_scored_nothing(tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_validation_counts_its_skips_and_says_when_it_scored_nothing(tmp_path: Path, caplog, workers: int) -> None:
     def run(val: str, directory: Path) -> list[dict]:
         shards = [f'data.train=[{{"shards": "{SHARDS}"}}]', f'data.val=[{{"shards": "{val}"}}]']
         limits = "data.limits.max_audio_seconds=0.1"  # the checked-in clips last 0.4 s
-        train(tiny_recipe(*shards, limits, "train.max_steps=2", "train.val_every=2"), directory)
+        steps = ["train.max_steps=2", "train.val_every=2", f"data.num_workers={workers}"]
+        train(tiny_recipe(*shards, limits, *steps), directory)
         return metrics(directory)
 
     rows = [r for r in run(SHARDS, tmp_path / "a") if "val_skipped" in r]
     assert [(r["val_skipped"], "val_loss" in r) for r in rows] == [(6.0, True)]  # the images and texts are scored
     with caplog.at_level(logging.WARNING, logger="mmadapter.train.module"):
         rows = run(str(ROOT / "tests" / "assets" / "shards" / "shard-000000.tar"), tmp_path / "b")  # audio only
-    assert not any("val_loss" in r or "val_skipped" in r for r in rows)  # no batch brought its skips here
+    skipped = [r["val_skipped"] for r in rows if "val_skipped" in r]
+    assert skipped == [6.0] and not any("val_loss" in r for r in rows)  # an empty batch brought the skips here
     assert any("validation at step 2 scored no labelled token" in r.getMessage() for r in caplog.records)
 
 
