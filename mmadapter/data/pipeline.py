@@ -14,11 +14,11 @@ The stream is a visible list of small stages (:func:`sample_stages`), each a fun
 Everything random is seeded from ``(seed, epoch, rank, worker)``, so the stream is deterministic and a
 resumed run regenerates it and skips the batches it had consumed. Bad samples are skipped through the one
 :class:`SkipCounter` handler of each worker; each batch carries the skips counted since the previous one
-(``batch.skipped``) so the trainer can sum them across workers and ranks, and a one-pass (validation) stream
-of a worker that gave no batch but skipped samples ends with an empty batch that carries them
-(:meth:`MultimodalBatch.empty`). A resampled stream in which
-:data:`GIVE_UP_AFTER` samples and shard reads in a row give nothing (skipped samples, empty or unreadable
-shards) stops with :class:`NoUsableSamples` rather than spinning forever without a batch.
+(``batch.skipped``) so the trainer can sum them across workers and ranks, and a one-pass (validation)
+stream of a worker that gave no batch but skipped samples ends with an empty batch that carries them
+(:meth:`MultimodalBatch.empty`). A resampled stream in which :data:`GIVE_UP_AFTER` samples and shard reads
+in a row give nothing (skipped samples, empty or unreadable shards) stops with :class:`NoUsableSamples`
+rather than spinning forever without a batch.
 """
 
 from __future__ import annotations

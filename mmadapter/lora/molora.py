@@ -161,8 +161,8 @@ class MoLoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self, expert: str, lang: str | None = None) -> nn.Linear:
-        """A plain ``nn.Linear`` equal to this layer when every token uses ``expert`` (``modality`` routing),
-        and, for tokens of a sample in ``lang``, that language's expert too.
+        """A plain ``nn.Linear`` equal to this layer when every token uses ``expert`` (``modality`` routing) and
+        belongs to a sample in ``lang`` (so that ``lang``'s language expert, when it has one, is folded in too).
 
         Raises:
             ValueError: the routing is learned (soft / topk), or ``expert`` does not exist.
