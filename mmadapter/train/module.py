@@ -164,12 +164,16 @@ class StageModule(L.LightningModule):
             self.log("val_skipped", float(total[2]), batch_size=1)
         if float(total[1]) > 0:
             self.log("val_loss", float(total[0] / total[1]), prog_bar=True, batch_size=1)
-        elif self.trainer.is_global_zero:
+            return
+        skips = SkipCounter()  # every rank's, as total says (all ranks take this branch: a collective call)
+        for counts in gather_from_ranks(self._val_skips.as_dict()):
+            skips.merge(counts)
+        if self.trainer.is_global_zero:
             log.warning(
                 "validation at step %d scored no labelled token, so val_loss is not logged: the validation "
                 "shards gave no batch, or none with a labelled token (%s)",
                 self.global_step,
-                self._val_skips.summary(),
+                skips.summary(),
             )
 
     # --- checkpoints --------------------------------------------------------------------------------------

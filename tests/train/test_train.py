@@ -299,7 +299,8 @@ def test_validation_counts_its_skips_and_says_when_it_scored_nothing(tmp_path: P
         rows = run(str(ROOT / "tests" / "assets" / "shards" / "shard-000000.tar"), tmp_path / "b")  # audio only
     skipped = [r["val_skipped"] for r in rows if "val_skipped" in r]
     assert skipped == [6.0] and not any("val_loss" in r for r in rows)  # an empty batch brought the skips here
-    assert any("validation at step 2 scored no labelled token" in r.getMessage() for r in caplog.records)
+    said = [r.getMessage() for r in caplog.records if "validation at step 2 scored no labelled token" in r.getMessage()]
+    assert len(said) == 1 and "skipped 6 of 6 samples (100.0%): too_long 6" in said[0]
 
 
 def problems_of(*overrides: str) -> dict[str, str]:
