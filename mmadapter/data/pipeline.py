@@ -186,6 +186,11 @@ class ShardStream(IterableDataset):
         position: Seed, epoch and rank; the loader worker is filled in inside each worker.
         resampled: Draw shards with replacement forever (training) instead of one pass per epoch.
         base: Directory that relative shard paths are relative to.
+
+    Attributes:
+        passes: Of a one-pass stream, the pass about to start, as the trainer counts them
+            (:class:`~mmadapter.train.data.Passes`); after the first, skips (the same samples again) are logged
+            at DEBUG only.
     """
 
     def __init__(
@@ -217,13 +222,14 @@ class ShardStream(IterableDataset):
         self.pad_id = pad_id
         self.position = position
         self.resampled = resampled
+        self.passes = 0
 
     def __iter__(self) -> Iterator[MultimodalBatch]:
         info = get_worker_info()
         pos = self.position
         if info is not None:
             pos = StreamPosition(pos.seed, pos.epoch, pos.rank, pos.world_size, info.id, info.num_workers)
-        counter = SkipCounter(give_up_after=GIVE_UP_AFTER if self.resampled else None)
+        counter = SkipCounter(give_up_after=GIVE_UP_AFTER if self.resampled else None, warn=self.passes <= 1)
         streams, data = [], self.data
         for i, (urls, budget) in enumerate(zip(self.urls, self.budgets, strict=True)):
             if self.resampled:

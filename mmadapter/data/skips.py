@@ -159,6 +159,8 @@ class SkipCounter:
             nothing but bad shards would otherwise spin forever); ``None`` never gives up. Local to this
             counter: neither merged nor serialised.
         in_a_row: Skips and barren reads since the last sample that passed (or since the start).
+        warn: Log skips as warnings (see :data:`LOGGED_PER_REASON`); ``False`` logs each at DEBUG only (a
+            validation pass after the first, which skips the same samples again). Local, like ``give_up_after``.
     """
 
     ok: int = 0
@@ -166,6 +168,7 @@ class SkipCounter:
     examples: dict[str, str] = field(default_factory=dict)
     give_up_after: int | None = field(default=None, compare=False)
     in_a_row: int = field(default=0, compare=False, repr=False)
+    warn: bool = field(default=True, compare=False, repr=False)
 
     @property
     def skipped(self) -> int:
@@ -237,7 +240,9 @@ class SkipCounter:
 
     def _log(self, bad: BadSample) -> None:
         n = self.counts[bad.reason]
-        if n <= LOGGED_PER_REASON:
+        if not self.warn:
+            log.debug("skipped %s", bad)
+        elif n <= LOGGED_PER_REASON:
             log.warning("skipped %s", bad)
         elif str(n).rstrip("0") == "1":
             log.warning("skipped %s (%d %s skips so far here; each one is logged at DEBUG)", bad, n, bad.reason)

@@ -14,7 +14,7 @@ from mmadapter.config import DataConfig, Recipe, StageConfig
 from mmadapter.data.pipeline import ShardStream, StreamPosition
 from mmadapter.model import MultimodalLM
 
-__all__ = ["SkipFirst", "stage_data", "train_loader", "val_loader"]
+__all__ = ["Passes", "SkipFirst", "stage_data", "train_loader", "val_loader"]
 
 
 class SkipFirst:
@@ -28,6 +28,20 @@ class SkipFirst:
 
     def __iter__(self) -> Iterator[MultimodalBatch]:
         return itertools.islice(iter(self.loader), self.n, None)
+
+
+class Passes:
+    """Iterate a one-pass loader, numbering each pass on its stream first (:attr:`ShardStream.passes`, read by
+    the loader's workers, which start after it), so that validation passes after the first do not warn again
+    about the samples the first one warned about. A pass begins with its first batch: an iterator that is
+    opened and never read (Lightning probes its loaders so) neither counts nor starts the workers."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[MultimodalBatch]:
+        self.loader.dataset.passes += 1
+        yield from self.loader
 
 
 def stage_data(recipe: Recipe, stage: StageConfig) -> DataConfig:
@@ -59,7 +73,7 @@ def train_loader(
     return SkipFirst(_loader(stream, data.num_workers), skip_batches)
 
 
-def val_loader(model: MultimodalLM, data: DataConfig, seed: int, rank: int, world_size: int) -> DataLoader | None:
+def val_loader(model: MultimodalLM, data: DataConfig, seed: int, rank: int, world_size: int) -> Passes | None:
     """One pass over ``data.val`` split across ranks, or ``None`` without validation data."""
     if not data.val:
         return None
@@ -71,7 +85,7 @@ def val_loader(model: MultimodalLM, data: DataConfig, seed: int, rank: int, worl
         StreamPosition(seed=seed, rank=rank, world_size=world_size),
         resampled=False,
     )
-    return _loader(stream, min(data.num_workers, 1))
+    return Passes(_loader(stream, min(data.num_workers, 1)))
 
 
 def _loader(stream: ShardStream, workers: int) -> DataLoader:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import lightning as L
@@ -282,6 +283,22 @@ def test_a_run_that_skips_every_sample_stops_with_a_clear_error(tmp_path: Path, 
     assert err.startswith(f"{head} samples and shard reads")
     assert "too_long 1000 (1000 above the limits)" in err
     assert "Traceback" not in err and len(err.splitlines()) == 1  # not the loader worker's traceback
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_validation_passes_after_the_first_do_not_warn_again_about_the_same_skips(
+    tmp_path: Path, caplog, workers: int
+) -> None:
+    audio_only = tmp_path / "val.tar"  # a copy, so that the validation skips are told from the training ones
+    audio_only.write_bytes((ROOT / "tests" / "assets" / "shards" / "shard-000000.tar").read_bytes())
+    shards = [f'data.train=[{{"shards": "{SHARDS}"}}]', f'data.val=[{{"shards": "{audio_only}"}}]']
+    steps = ["train.max_steps=3", "train.val_every=1", f"data.num_workers={workers}"]
+    with caplog.at_level(logging.DEBUG, logger="mmadapter.data.skips"):
+        train(tiny_recipe(*shards, "data.limits.max_audio_seconds=0.1", *steps), tmp_path / "run")
+    assert [r["val_skipped"] for r in metrics(tmp_path / "run") if "val_skipped" in r] == [6.0, 6.0, 6.0]
+    if workers == 0:  # (a loader worker's log records stay in the worker)
+        levels = Counter(r.levelname for r in caplog.records if "val.tar" in r.getMessage())
+        assert levels == {"WARNING": 6, "DEBUG": 12}  # the second and third passes skip the same six
 
 
 @pytest.mark.parametrize("workers", [0, 1])
