@@ -12,7 +12,8 @@
    ``mmadapter eval`` on the held-out shards;
 5. the new-language step: ``mmadapter train recipes/language/new_language_projector.yaml`` fine-tunes only
    the audio projector on a few hundred utterances of another language mixed with English, and both
-   artefacts are evaluated on both languages;
+   artefacts are evaluated on both languages; then ``recipes/language/new_language_lora.yaml`` trains the
+   audio projector with a MoLoRA language expert of its own on the same data, evaluated on both languages;
 6. the report: a table, example predictions and PNG plots (``report.json``, ``plots/``).
 
 How much data, step 1's settings and the ``--quick`` variant come from ``recipes/demo/demo.yaml``
@@ -189,13 +190,13 @@ def run_demo(
     with timed("step 1: the components learn (no pretrained weights offline)", timings):
         pretrained = pretrain_all(data, out / "pretrained", settings.step1, seed=seed)
 
-    english, second = out / "speech_vision_graph", out / "new_language"
+    english, second, lora = out / "speech_vision_graph", out / "new_language", out / "new_language_lora"
     with timed("step 2: mmadapter train, encoders and LLM frozen (align, instruct)", timings):
         _train(RECIPES / "demo" / "speech_vision_graph.yaml", english, out, settings.multimodal)
 
     sets = _held_out(data, new_language)
     by_name = {held.name: held for held in sets}
-    reports: dict[str, dict[str, dict[str, Any]]] = {"english": {}, "new_language": {}}
+    reports: dict[str, dict[str, dict[str, Any]]] = {"english": {}, "new_language": {}, "new_language_lora": {}}
     report_dir = out / "eval"
     with timed("step 3: mmadapter infer and eval on held-out audio files, images and graphs", timings):
         files, references = _infer_inputs(data, new_language, _fresh(out / "infer" / "inputs"))
@@ -215,6 +216,11 @@ def run_demo(
             reports["new_language"][held.name] = _evaluate(second, held, report_dir / "new_language")
         inferred["new_language"] = _infer(second, inputs, "new_language", out / "infer")
 
+    with timed(f"step 4b: the new language with a LoRA expert of its own (audio projector + {new_language})", timings):
+        _train(RECIPES / "language" / "new_language_lora.yaml", lora, out, settings.new_language)
+        for name in ("en", new_language):  # the expert serves no other sample: the other sets score as before
+            reports["new_language_lora"][name] = _evaluate(lora, by_name[name], report_dir / "new_language_lora")
+
     rows = [
         EvalRow(
             held.task,
@@ -225,10 +231,10 @@ def run_demo(
         )
         for held in sets
     ]
-    table = format_table(rows, ["english", "new_language"])
+    table = format_table(rows, list(reports))
 
     curves = {f"step 1: {name}": (list(range(1, len(r.losses) + 1)), r.losses) for name, r in pretrained.items()}
-    for run_dir in (english, second):
+    for run_dir in (english, second, lora):
         for stage, curve in read_stage_losses(run_dir / "metrics.jsonl").items():
             curves[f"{run_dir.name}: {stage}"] = curve
     wer = {
@@ -259,7 +265,7 @@ def run_demo(
         "examples": shown,
         "infer": _inferred(references, inferred),
         "plots": [str(p) for p in plots],
-        "artefacts": {"english": str(english), "new_language": str(second)},
+        "artefacts": {"english": str(english), "new_language": str(second), "new_language_lora": str(lora)},
     }
     (out / "report.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     _print_report(result, table)
@@ -280,7 +286,7 @@ def _print_report(result: Mapping[str, Any], table: str) -> None:
     for label, seconds in result["seconds"].items():
         print(f"  {seconds:7.1f} s  {label}")
     print(f"  {sum(result['seconds'].values()):7.1f} s  total")
-    print(f"\nartefacts: {result['artefacts']['english']}, {result['artefacts']['new_language']}")
+    print(f"\nartefacts: {', '.join(result['artefacts'].values())}")
     print(f"plots: {', '.join(result['plots'])}")
     print(f"report: {Path(result['out']) / 'report.json'}")
 

@@ -1,4 +1,4 @@
-"""``mmadapter demo --quick`` end to end: both artefacts, the report, the plots; and the demo recipes' frozen parts."""
+"""``mmadapter demo --quick`` end to end: its artefacts, the report, the plots; and the demo recipes' frozen parts."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ pytestmark = requires_espeak
 
 MULTIMODAL = ROOT / "recipes" / "demo" / "speech_vision_graph.yaml"
 NEW_LANGUAGE = ROOT / "recipes" / "language" / "new_language_projector.yaml"
+LANGUAGE_LORA = ROOT / "recipes" / "language" / "new_language_lora.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +53,17 @@ def test_the_new_language_recipe_takes_at_most_500_utterances_of_it() -> None:
 @pytest.mark.integration
 def test_quick_demo_writes_both_artefacts_the_report_and_plots(demo: tuple[Path, dict]) -> None:
     out, report = demo
-    for name in ("speech_vision_graph", "new_language"):
+    for name in ("speech_vision_graph", "new_language", "new_language_lora"):
         assert (out / name / "adapter.safetensors").is_file() and (out / name / "recipe.yaml").is_file()
-    assert set(report["reports"]) == {"english", "new_language"}
+    assert set(report["reports"]) == {"english", "new_language", "new_language_lora"}
     held_out = {"en", "de", "images", "images_instruct", "graphs"}
     assert set(report["reports"]["english"]) == set(report["reports"]["new_language"]) == held_out
+    assert set(report["reports"]["new_language_lora"]) == {"en", "de"}  # its expert changes no other set
     # small settings, but real learning: every score moves off its floor (154 s on 2 cores: English WER 40%,
     # German 89.5% → 69.8% after the projector step, captions 15%, graphs 55%)
     english, new_language = report["reports"]["english"], report["reports"]["new_language"]
     assert english["en"] < 0.8 and new_language["de"] < english["de"] < 1.0
+    assert report["reports"]["new_language_lora"]["de"] < english["de"]
     assert min(english["images"], english["images_instruct"], english["graphs"]) > 0.0
     assert [r["task"] for r in report["table"]] == ["speech", "speech", "images", "images, asked otherwise", "graphs"]
     assert {"graphs: graph_topic", "graphs: graph_count", "images: caption"} <= set(report["by_task"])
@@ -110,10 +113,14 @@ def test_stage2_and_new_language_train_exactly_the_projectors_and_adapters(demo:
     assert all(n.startswith("llm.") for n in lora)  # the experts sit inside the frozen LLM's layers
     align, instruct = _trainable(MULTIMODAL, multimodal, 0), _trainable(MULTIMODAL, multimodal, 1)
     language = _trainable(NEW_LANGUAGE, [*relocate(NEW_LANGUAGE, out), *QUICK.new_language], 0)
+    with_expert = _trainable(LANGUAGE_LORA, [*relocate(LANGUAGE_LORA, out), *QUICK.new_language], 0)
     every_projector = set().union(*projectors.values())
     assert set(align) == every_projector
     assert set(instruct) == every_projector | lora | gates
     assert set(language) == projectors["audio"]
+    german = set(with_expert) - projectors["audio"]
+    assert projectors["audio"] <= set(with_expert) and german
+    assert all(n.startswith("llm.") and (".lora_A.de." in n or ".lora_B.de." in n) for n in german)
 
 
 @pytest.mark.slow
@@ -133,6 +140,11 @@ def test_the_artefacts_leave_encoders_and_llm_as_pretrained(demo: tuple[Path, di
     changed = [k for k in base if not torch.equal(a[k], pretrained[k])]
     assert not changed, changed[:5]
     differ = {k for k in a if not torch.equal(a[k], b[k])}
+    assert differ and all(k.startswith("projectors.audio.") for k in differ), sorted(differ)[:5]
+    c = load_artefact(out / "new_language_lora").state_dict()  # the same, plus a German expert of its own
+    added = c.keys() - a.keys()
+    assert added and all(".lora_A.de." in k or ".lora_B.de." in k for k in added)
+    differ = {k for k in a if not torch.equal(a[k], c[k])}
     assert differ and all(k.startswith("projectors.audio.") for k in differ), sorted(differ)[:5]
 
 
