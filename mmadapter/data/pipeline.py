@@ -159,7 +159,10 @@ def _decoder(limits: MediaLimits) -> Callable[[dict[str, Any]], DecodedSample]:
         try:
             return decode_sample(raw, limits=limits)
         except BadSample as e:
-            raise at_the_cut(raw, e) from e.__cause__
+            cut = at_the_cut(raw, e)
+            if cut is e:
+                raise
+            raise cut from e
 
     return decode
 

@@ -61,6 +61,4 @@ def at_the_cut(raw: dict[str, Any], error: BadSample) -> BadSample:
     if not raw.get(CUT_END) or error.reason == "truncated_tar":
         return error
     detail = f"the last sample before the cut, members missing ({error.reason}: {error.detail})"
-    bad = BadSample("truncated_tar", error.key, detail, error.source)
-    bad.__cause__ = error
-    return bad
+    return BadSample("truncated_tar", error.key, detail, error.source)
